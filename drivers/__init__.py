@@ -1,0 +1,3 @@
+"""Protocol drivers: each turns a device's tags into columnar sample batches."""
+
+__all__: list[str] = []

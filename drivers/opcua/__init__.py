@@ -1,0 +1,3 @@
+"""OPC UA driver: subscriptions and batched reads through asyncua."""
+
+__all__: list[str] = []

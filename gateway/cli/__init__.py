@@ -1,0 +1,3 @@
+"""The ``edge-gateway`` command line."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""``edge-gateway demo``: the whole flow on the bundled simulators, checked end to end."""
+
+__all__: list[str] = []

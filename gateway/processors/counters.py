@@ -1,0 +1,79 @@
+"""Exact part counts from PLC counters: deltas through resets, rollovers, gaps and duplicates.
+
+Rules, applied to the good-quality samples of one counter in time order, each compared with the
+previous good sample (bad samples are skipped, so a gap is bridged by the next good value):
+
+* the value rose by d → d parts;
+* the value is unchanged (a duplicate or a stopped machine) → 0 parts;
+* the value fell, the previous value was within `window` of the rollover point and the new value
+  is below `window` → the counter wrapped: ``new + rollover - previous`` parts;
+* the value fell otherwise → the PLC restarted its counter from 0: ``new`` parts;
+* the very first sample only sets the baseline (0 parts).
+
+A delta is therefore never negative and no part is counted twice. `window` defaults to a sixteenth
+of the rollover range (4096 parts for a 16-bit counter).
+"""
+
+from __future__ import annotations
+
+__all__ = ["CounterDeltas", "counter_deltas", "default_rollover"]
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gateway.datatypes import DataType
+
+
+def default_rollover(data_type: DataType) -> int | None:
+    """The value an integer counter of this type wraps to 0 at (None for 64-bit and floats)."""
+    if data_type.is_integer and 1 < data_type.bits < 64:
+        return 1 << data_type.bits
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class CounterDeltas:
+    """Parts per sample, and what the counter did."""
+
+    deltas: NDArray[np.int64]
+    last: int | None
+    """The last good raw value (the next call's `previous`)."""
+    resets: int
+    rollovers: int
+
+
+def counter_deltas(
+    raw: NDArray[np.float64],
+    previous: int | None,
+    rollover: int | None,
+    window: int | None = None,
+) -> CounterDeltas:
+    """Parts counted by each sample of `raw` (NaN = bad sample, counted as 0)."""
+    n = len(raw)
+    deltas = np.zeros(n, np.int64)
+    good = ~np.isnan(raw)
+    if not good.any():
+        return CounterDeltas(deltas, previous, 0, 0)
+    values = raw[good].astype(np.int64)
+    prev = np.empty_like(values)
+    prev[1:] = values[:-1]
+    if previous is None:
+        prev[0] = values[0]
+    else:
+        prev[0] = previous
+    step = values - prev
+    fell = step < 0
+    resets = rollovers = 0
+    if fell.any():
+        if rollover is not None:
+            width = window if window is not None else max(1, rollover // 16)
+            wrapped = fell & (prev >= rollover - width) & (values < width)
+        else:
+            wrapped = np.zeros_like(fell)
+        rollovers = int(wrapped.sum())
+        resets = int(fell.sum()) - rollovers
+        step = np.where(wrapped, values + (rollover or 0) - prev, np.where(fell, values, step))
+    deltas[good] = step
+    return CounterDeltas(deltas, int(values[-1]), resets, rollovers)

@@ -1,0 +1,165 @@
+"""Work reports: completions per order/lot/container, exact through PLC counter behaviour."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.documents import Document
+from gateway.processors.work_report import WorkReportProcessor
+from tests.unit.helpers import batch, machine_config, table_of
+
+TRIGGERS = "[order_change, lot_change]"
+
+
+def processor(triggers: str = TRIGGERS, extra: str = "") -> tuple[WorkReportProcessor, Any]:
+    config = machine_config(
+        f"[{{type: work_report, machine: M1, good: M1/Good, scrap: M1/Scrap, order: M1/Order, "
+        f"operation: M1/Operation, material: M1/Material, lot: M1/Lot, triggers: {triggers}"
+        f"{extra}}}]"
+    )
+    table = table_of(config)
+    return WorkReportProcessor(config.processors[0], table, "gw1"), table  # type: ignore[arg-type]
+
+
+def poll(
+    proc: WorkReportProcessor,
+    table: Any,
+    t: float,
+    good: float,
+    scrap: float,
+    order: str = "1000",
+    lot: str = "L1",
+    bad: set[str] | None = None,
+) -> list[Document]:
+    docs = proc.ingest(
+        batch(
+            table,
+            {
+                "M1/Good": good,
+                "M1/Scrap": scrap,
+                "M1/Order": order,
+                "M1/Operation": "0010",
+                "M1/Material": "FG-1",
+                "M1/Lot": lot,
+            },
+            t,
+            bad,
+        )
+    )
+    proc.commit()
+    return docs
+
+
+def test_order_change_emits_a_final_completion() -> None:
+    proc, table = processor()
+    assert poll(proc, table, 1, 100, 5) == []
+    assert poll(proc, table, 2, 150, 7) == []
+    docs = poll(proc, table, 3, 150, 7, order="2000", lot="L2")
+    assert len(docs) == 1
+    body = docs[0].body
+    assert (body["order"], body["lot"], body["good"], body["scrap"]) == ("1000", "L1", 50, 2)
+    assert body["final"] is True and body["trigger"] == "order_change"
+    assert body["sequence"] == 1 and docs[0].ordering_key == "1000"
+    assert body["start"].endswith("Z") and body["end"] > body["start"]
+
+
+def test_lot_change_is_not_final_and_keeps_the_order() -> None:
+    proc, table = processor()
+    poll(proc, table, 1, 0, 0)
+    poll(proc, table, 2, 40, 1)
+    docs = poll(proc, table, 3, 40, 1, lot="L2")
+    assert [(d.body["lot"], d.body["good"], d.body["final"]) for d in docs] == [("L1", 40, False)]
+    poll(proc, table, 4, 70, 1, lot="L2")
+    docs = poll(proc, table, 5, 70, 1, order="", lot="")
+    assert [(d.body["lot"], d.body["good"], d.body["final"]) for d in docs] == [("L2", 30, True)]
+
+
+def test_counts_through_reset_rollover_gap_and_duplicates() -> None:
+    proc, table = processor()
+    poll(proc, table, 1, 65530, 10)
+    poll(proc, table, 2, 4, 10)  # 16-bit wrap: +10
+    poll(proc, table, 3, 4, 10)  # duplicate
+    poll(proc, table, 4, 0, 0, bad={"M1/Good", "M1/Scrap"})  # gap
+    poll(proc, table, 5, 20, 12)  # +16, +2
+    poll(proc, table, 6, 3, 1)  # PLC restart: +3, +1
+    docs = poll(proc, table, 7, 3, 1, order="2000")
+    assert (docs[0].body["good"], docs[0].body["scrap"]) == (10 + 16 + 3, 2 + 1)
+
+
+def test_container_full_splits_exactly() -> None:
+    proc, table = processor(
+        "[order_change, lot_change, container_full]", ", container_quantity: 100"
+    )
+    poll(proc, table, 1, 0, 0)
+    docs = poll(proc, table, 2, 230, 4)
+    assert [d.body["good"] for d in docs] == [100, 100]
+    assert [d.body["handling_unit"] for d in docs] == ["L1-001", "L1-002"]
+    assert docs[0].body["scrap"] == 4 and docs[1].body["scrap"] == 0
+    docs = poll(proc, table, 3, 240, 4, order="2000")
+    assert [d.body["good"] for d in docs] == [40]
+
+
+def test_idempotency_keys_are_deterministic_and_distinct() -> None:
+    runs = []
+    for _ in range(2):
+        proc, table = processor()
+        poll(proc, table, 1, 0, 0)
+        poll(proc, table, 2, 10, 0)
+        keys = [d.key for d in poll(proc, table, 3, 10, 0, lot="L2")]
+        poll(proc, table, 4, 20, 0, lot="L2")
+        keys += [d.key for d in poll(proc, table, 5, 20, 0, order="2000")]
+        runs.append(keys)
+    assert runs[0] == runs[1]
+    assert len(set(runs[0])) == 2
+
+
+def test_rollback_then_replay_gives_the_same_document() -> None:
+    proc, table = processor()
+    poll(proc, table, 1, 0, 0)
+    poll(proc, table, 2, 10, 0)
+    first = proc.ingest(batch(table, {"M1/Good": 12, "M1/Order": "2000"}, 3))
+    proc.rollback()  # the outbox could not store it
+    again = proc.ingest(batch(table, {"M1/Good": 12, "M1/Order": "2000"}, 3))
+    proc.commit()
+    assert [d.body for d in first] == [d.body for d in again]
+    assert again[0].body["good"] == 12
+
+
+def test_restore_resumes_counting_from_the_saved_state() -> None:
+    proc, table = processor()
+    poll(proc, table, 1, 0, 0)
+    poll(proc, table, 2, 30, 1)
+    proc.ingest(batch(table, {"M1/Good": 35}, 3))
+    saved = dict(proc.snapshot())
+    proc.commit()
+    restarted, _ = processor()
+    restarted.restore(saved)
+    docs = poll(restarted, table, 9, 50, 1, order="2000")  # 15 made while the gateway was down
+    assert (docs[0].body["good"], docs[0].body["sequence"]) == (50, 1)
+
+
+def test_parts_without_an_order_are_not_reported() -> None:
+    proc, table = processor()
+    poll(proc, table, 1, 0, 0, order="")
+    poll(proc, table, 2, 9, 0, order="")
+    assert poll(proc, table, 3, 9, 0, order="3000") == []
+    assert proc.warnings["parts_without_order"] == 9
+
+
+def test_requested_completion() -> None:
+    proc, table = processor()
+    poll(proc, table, 1, 0, 0)
+    poll(proc, table, 2, 8, 0)
+    proc.request_completion()
+    docs = poll(proc, table, 3, 8, 0)
+    assert [(d.body["good"], d.body["trigger"], d.body["final"]) for d in docs] == [
+        (8, "request", False)
+    ]
+
+
+def test_bad_quality_order_keeps_the_segment() -> None:
+    proc, table = processor()
+    poll(proc, table, 1, 0, 0)
+    assert poll(proc, table, 2, 5, 0, order="", bad={"M1/Order"}) == []
+    docs = poll(proc, table, 3, 6, 0, order="2000")
+    assert docs[0].body["order"] == "1000" and docs[0].body["good"] == 6
