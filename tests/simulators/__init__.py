@@ -1,0 +1,1 @@
+"""Tests of the bundled simulators (simulators/), through their public interfaces."""
