@@ -65,11 +65,13 @@ class AsyncMqttClient:
         self._sock: Any = None
         self.is_connected = False
         self.disconnect_reason = ""
+        self._closing = False
 
     async def connect(self) -> None:
         """Open the connection and wait for the broker's CONNACK (with a timeout)."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
+        self._closing = False
         s = self.settings
         protocol = mqtt.MQTTv5 if s.mqtt_version == "5" else mqtt.MQTTv311
         client = mqtt.Client(
@@ -145,6 +147,7 @@ class AsyncMqttClient:
         return self.backlog == 0
 
     async def close(self) -> None:
+        self._closing = True
         client, self._client = self._client, None
         if self._misc is not None:
             self._misc.cancel()
@@ -226,7 +229,8 @@ class AsyncMqttClient:
     ) -> None:
         self.is_connected = False
         self.disconnect_reason = f"disconnected: {reason}"
-        log.warning("%s: MQTT %s", self.name, self.disconnect_reason)
+        if not self._closing:
+            log.warning("%s: MQTT %s", self.name, self.disconnect_reason)
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         if self._on_message_handler is not None:
