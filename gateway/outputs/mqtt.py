@@ -24,21 +24,17 @@ import orjson
 from gateway import quality
 from gateway.batch import SampleBatch
 from gateway.config.outputs import MqttOutputConfig
-from gateway.documents import Document, DocumentKind
+from gateway.documents import KINDS, Document
 from gateway.metrics import Metrics
 from gateway.outputs.mqtt_client import AsyncMqttClient, MqttSettings
 from gateway.processors.timefmt import iso_utc
 from gateway.tags import TagTable
 
-_EVENT_PATHS: dict[str, str] = {
-    DocumentKind.COMPLETION: "mes/completion",
-    DocumentKind.LOT_RESULT: "quality/lot_result",
-}
-
 
 def event_topic(root: str, cell: str, kind: str) -> str:
-    """The topic of a business event."""
-    return f"{root}/{cell}/{_EVENT_PATHS.get(kind, 'mes/' + kind)}"
+    """The topic of a business event (the kind's declared topic, ``mes/<kind>`` otherwise)."""
+    spec = KINDS.get(kind)
+    return f"{root}/{cell}/{spec.topic if spec else 'mes/' + kind}"
 
 
 class MqttOutput:

@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-__all__ = ["in_ci", "require_binary"]
+__all__ = ["NODE_DIR", "in_ci", "require_binary", "require_node_module"]
 
 _SBIN = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 
@@ -28,6 +28,21 @@ def require_binary(name: str, install_hint: str) -> str:
     if found:
         return found
     message = f"{name} is not installed ({install_hint}; `make test` installs it when root)"
+    if in_ci():
+        pytest.fail(f"CI=true and a required peer is missing: {message}")
+    pytest.skip(message)
+
+
+NODE_DIR = os.path.join(os.path.dirname(__file__), "node")
+"""Where tests/peers/install.sh installs the Node.js peers (node_modules inside)."""
+
+
+def require_node_module(name: str) -> str:
+    """The folder holding node_modules/`name` (run node scripts there), or skip / fail under CI."""
+    require_binary("node", "Debian package nodejs, or Node.js 20")
+    if os.path.isdir(os.path.join(NODE_DIR, "node_modules", name)):
+        return NODE_DIR
+    message = f"npm package {name} is not installed (run tests/peers/install.sh)"
     if in_ci():
         pytest.fail(f"CI=true and a required peer is missing: {message}")
     pytest.skip(message)

@@ -26,3 +26,15 @@ if [ ${#missing[@]} -gt 0 ]; then
              "their tests will be skipped" >&2
     fi
 fi
+
+# Node.js peers (node-opcua, modbus-serial, jsmodbus), pinned in tests/peers/node/package.json.
+node_dir="$(cd "$(dirname "$0")" && pwd)/node"
+if command -v npm >/dev/null 2>&1; then
+    if [ ! -d "$node_dir/node_modules/node-opcua" ] || [ ! -d "$node_dir/node_modules/modbus-serial" ] \
+        || [ ! -d "$node_dir/node_modules/jsmodbus" ]; then
+        echo "installing Node.js test peers into $node_dir"
+        (cd "$node_dir" && npm install --no-audit --no-fund --loglevel=error --omit=optional >/dev/null)
+    fi
+else
+    echo "npm not found: the node-opcua and modbus-serial tests will be skipped" >&2
+fi
