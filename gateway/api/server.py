@@ -17,6 +17,7 @@ from __future__ import annotations
 __all__ = ["ApiServer"]
 
 import json
+import logging
 from typing import Any
 
 from aiohttp import web
@@ -25,6 +26,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway.errors import DeviceError, NotConnectedError, WriteRefusedError
 from gateway.runtime.app import Gateway
 from gateway.runtime.interfaces import WritableDriver
+
+log = logging.getLogger(__name__)
 
 
 class ApiServer:
@@ -55,6 +58,7 @@ class ApiServer:
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self._port
+        log.info("API listening on http://%s:%d/", self._host, self.port)
 
     async def stop(self) -> None:
         if self._runner is not None:
