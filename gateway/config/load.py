@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from gateway.config.model import GatewayConfig
 from gateway.config.references import check_references
+from gateway.config.yaml_reader import read_yaml
 from gateway.errors import ConfigError, ConfigIssue
 
 _REFERENCE = re.compile(r"\$\{([^}]*)\}")
@@ -32,14 +33,24 @@ _SECRET_WORDS = ("password", "secret", "token", "key")
 _UNION_TAGS = frozenset(
     {
         "modbus_tcp",
+        "modbus_rtu",
+        "modbus_rtu_tcp",
         "opcua",
         "work_report",
         "lot_quality",
+        "spc",
+        "oee",
+        "genealogy",
         "mqtt",
+        "influxdb",
         "rest",
+        "sap_s4hana",
+        "erpnext",
+        "b2mml",
         "bearer",
         "basic",
         "api_key",
+        "client_certificate",
     }
 )
 
@@ -88,11 +99,36 @@ def load_config_text(
 # --- YAML with line numbers -----------------------------------------------------------------
 
 
-def _parse_yaml(text: str, source: str) -> tuple[Any, dict[str, int]]:
-    loader = yaml.SafeLoader(text)
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Lines:
+    """Path → line of a YAML document, computed only when a message needs a line number.
+
+    Loading builds plain data from the parser's events (:mod:`gateway.config.yaml_reader`); the
+    node tree with its marks (several times the size of the data for a large tag list) is only
+    composed when an error must name a line.
+    """
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._lines: dict[str, int] | None = None
+
+    def get(self, path: str) -> int | None:
+        if self._lines is None:
+            self._lines = {}
+            try:
+                node = yaml.compose(self._text, Loader=_Loader)
+            except yaml.YAMLError:
+                node = None
+            if node is not None:
+                _record_lines(node, (), self._lines)
+        return self._lines.get(path)
+
+
+def _parse_yaml(text: str, source: str) -> tuple[Any, _Lines]:
     try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else {}
+        data = read_yaml(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -103,12 +139,7 @@ def _parse_yaml(text: str, source: str) -> tuple[Any, dict[str, int]]:
         ) from None
     except yaml.YAMLError as exc:
         raise ConfigError([ConfigIssue("", f"YAML error: {exc}")], source) from None
-    finally:
-        loader.dispose()
-    lines: dict[str, int] = {}
-    if node is not None:
-        _record_lines(node, (), lines)
-    return data, lines
+    return ({} if data is None else data), _Lines(text)
 
 
 def _record_lines(node: yaml.Node, path: PathKey, lines: dict[str, int]) -> None:
@@ -135,10 +166,11 @@ def format_path(path: PathKey) -> str:
     return out
 
 
-def _line_of(path: str, lines: dict[str, int]) -> int | None:
+def _line_of(path: str, lines: _Lines) -> int | None:
     while path:
-        if path in lines:
-            return lines[path]
+        found = lines.get(path)
+        if found is not None:
+            return found
         cut = max(path.rfind("."), path.rfind("["))
         if cut <= 0:
             break
@@ -154,7 +186,7 @@ def _substitute(
     path: PathKey,
     issues: list[ConfigIssue],
     secret_paths: set[PathKey],
-    lines: dict[str, int],
+    lines: _Lines,
     base_dir: Path,
 ) -> Any:
     if isinstance(value, dict):
@@ -181,7 +213,7 @@ def _resolve(
     expression: str,
     path: PathKey,
     issues: list[ConfigIssue],
-    lines: dict[str, int],
+    lines: _Lines,
     base_dir: Path,
 ) -> str:
     where = format_path(path)
@@ -226,7 +258,7 @@ def _resolve(
 
 
 def _issues_from_validation(
-    exc: ValidationError, lines: dict[str, int], secret_paths: set[PathKey]
+    exc: ValidationError, lines: _Lines, secret_paths: set[PathKey]
 ) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
     for error in exc.errors(include_url=False):
