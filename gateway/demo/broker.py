@@ -5,7 +5,7 @@ The broker runs as a child process on a free loopback port and is stopped by its
 
 from __future__ import annotations
 
-__all__ = ["LocalBroker", "free_port", "wait_for_port"]
+__all__ = ["BrokerTls", "LocalBroker", "free_port", "wait_for_port"]
 
 import asyncio
 import contextlib
@@ -14,6 +14,8 @@ import shutil
 import socket
 import sys
 import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -42,18 +44,47 @@ async def wait_for_port(host: str, port: int, timeout: float) -> None:
         return
 
 
-class LocalBroker:
-    """``async with LocalBroker() as broker:`` → ``broker.port``, ``broker.mqtt_version``."""
+@dataclass(frozen=True, slots=True)
+class BrokerTls:
+    """PEM files for a TLS listener (Mosquitto only)."""
 
-    def __init__(self, *, prefer: str = "mosquitto", extra_config: str = "") -> None:
+    ca_file: str
+    cert_file: str
+    key_file: str
+    require_certificate: bool = False
+    """Clients must present a certificate signed by `ca_file` (its CN becomes the username)."""
+
+
+class LocalBroker:
+    """``async with LocalBroker() as broker:`` → ``broker.port``, ``broker.mqtt_version``.
+
+    Options (Mosquitto only): `users` (name → password: anonymous access is then refused),
+    `tls` (a TLS listener), `persistence` (keep retained messages and sessions across
+    :meth:`restart`). :meth:`restart` stops the broker and starts it again on the same port.
+    """
+
+    def __init__(
+        self,
+        *,
+        prefer: str = "mosquitto",
+        extra_config: str = "",
+        users: Mapping[str, str] | None = None,
+        tls: BrokerTls | None = None,
+        persistence: bool = False,
+    ) -> None:
         self.host = "127.0.0.1"
         self.port = 0
         self.kind = ""
         self.mqtt_version = "5"
         self._prefer = prefer
         self._extra = extra_config
+        self._users = dict(users or {})
+        self._tls = tls
+        self._persistence = persistence
         self._process: asyncio.subprocess.Process | None = None
         self._dir = tempfile.TemporaryDirectory(prefix="edge-gw-broker-")
+        # Mosquitto started as root reads its files as user mosquitto: let it into the folder
+        os.chmod(self._dir.name, 0o755)
 
     async def __aenter__(self) -> LocalBroker:
         await self.start()
@@ -62,10 +93,13 @@ class LocalBroker:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def start(self) -> None:
+    async def start(self, *, same_port: bool = False) -> None:
         mosquitto = shutil.which("mosquitto", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
+        if (self._users or self._tls or self._persistence) and not mosquitto:
+            raise RuntimeError("users, TLS and persistence need Mosquitto (Debian mosquitto)")
         for attempt in range(3):
-            self.port = free_port()
+            if not same_port or not self.port:
+                self.port = free_port()
             if mosquitto and self._prefer == "mosquitto":
                 await self._start_mosquitto(mosquitto)
             else:
@@ -78,13 +112,57 @@ class LocalBroker:
                 if attempt == 2:
                     raise
 
+    async def restart(self, down_for: float = 0.0) -> None:
+        """Stop the broker, wait `down_for` seconds, start it again on the same port."""
+        await self.stop()
+        if down_for:
+            await asyncio.sleep(down_for)
+        await self.start(same_port=True)
+
     async def _start_mosquitto(self, binary: str) -> None:
         self.kind, self.mqtt_version = "mosquitto", "5"
-        conf = Path(self._dir.name) / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n"
-            f"log_dest stderr\nlog_type error\nmax_queued_messages 100000\n{self._extra}\n"
-        )
+        folder = Path(self._dir.name)
+        conf = folder / "mosquitto.conf"
+        lines = [f"listener {self.port} {self.host}"]
+        if self._tls is not None:
+            lines += [
+                f"cafile {self._tls.ca_file}",
+                f"certfile {self._tls.cert_file}",
+                f"keyfile {self._tls.key_file}",
+            ]
+            if self._tls.require_certificate:
+                lines += ["require_certificate true", "use_identity_as_username true"]
+        if self._users:
+            passwords = folder / "passwords"
+            passwords.write_text("")
+            for user, password in self._users.items():
+                process = await asyncio.create_subprocess_exec(
+                    shutil.which("mosquitto_passwd") or "mosquitto_passwd",
+                    "-b",
+                    str(passwords),
+                    user,
+                    password,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
+                )
+                if await process.wait() != 0:
+                    raise RuntimeError("mosquitto_passwd failed (Debian mosquitto)")
+            os.chmod(passwords, 0o644)
+            lines += ["allow_anonymous false", f"password_file {passwords}"]
+        else:
+            lines.append("allow_anonymous true")
+        if self._persistence:
+            os.chmod(folder, 0o777)  # the broker (as user mosquitto) writes its database here
+            lines += ["persistence true", f"persistence_location {folder}/"]
+        else:
+            lines.append("persistence false")
+        lines += [
+            "log_dest stderr",
+            "log_type error",
+            "max_queued_messages 100000",
+            self._extra,
+        ]
+        conf.write_text("\n".join(lines) + "\n")
         self._process = await asyncio.create_subprocess_exec(
             binary,
             "-c",

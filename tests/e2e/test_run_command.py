@@ -10,12 +10,14 @@ booked exactly once whatever happened.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
 import sys
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,20 @@ async def _start(env: dict[str, str]) -> asyncio.subprocess.Process:
     )
 
 
+@contextlib.asynccontextmanager
+async def _killed_on_exit(
+    processes: list[asyncio.subprocess.Process],
+) -> AsyncIterator[list[asyncio.subprocess.Process]]:
+    """Whatever happens in the test, no gateway process outlives it."""
+    try:
+        yield processes
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+
 async def _terminate(process: asyncio.subprocess.Process) -> tuple[int, str]:
     process.send_signal(signal.SIGTERM)
     _, stderr = await asyncio.wait_for(process.communicate(), 30)
@@ -79,9 +95,14 @@ def _booked(stack: SimulatorStack, system: str) -> list[dict[str, Any]]:
 
 
 async def test_sigterm_saves_state_and_restart_continues(tmp_path: Path) -> None:
-    async with LocalBroker() as broker, SimulatorStack(speed=60.0, seed=3, paused=True) as stack:
+    async with (
+        LocalBroker() as broker,
+        SimulatorStack(speed=60.0, seed=3, paused=True) as stack,
+        _killed_on_exit([]) as processes,
+    ):
         env = _environment(stack, broker, tmp_path / "data")
         first = await _start(env)
+        processes.append(first)
         await asyncio.sleep(3.0)  # connect before production starts
         await stack.plant_simulator.plant.start()
         async with asyncio.timeout(60):
@@ -99,6 +120,7 @@ async def test_sigterm_saves_state_and_restart_continues(tmp_path: Path) -> None
         }
 
         second = await _start(env)  # production went on meanwhile
+        processes.append(second)
         await asyncio.sleep(3.0)  # connected again
         outage_end = time.time()
         async with asyncio.timeout(90):
