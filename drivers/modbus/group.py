@@ -1,7 +1,8 @@
-"""Decoding a whole poll group at once: its reads' registers laid end to end in one buffer.
+"""Decoding a whole poll group at once: its reads' answers laid end to end in two buffers.
 
-A poll cycle copies each read's answer into its slot of a register (or bit) buffer and decodes the
-buffer in one pass, so the numpy work per cycle does not grow with the number of reads.
+A poll cycle puts each read's answer into its slot of a register buffer (or a bit buffer) and
+decodes both in one pass, so the numpy work per cycle does not grow with the number of reads.
+Each read knows its output rows, so a failed read marks just its own.
 """
 
 from __future__ import annotations
@@ -25,56 +26,42 @@ class ReadSlot:
 
     read: PlannedRead
     base: int
-    """Offset of the read's first register (or bit) in the group's buffer."""
-    rows: slice
-    """The read's elements in the group's output."""
+    """Offset of the read's first register (or bit) in the group's register (bit) buffer."""
+    rows: NDArray[np.intp]
+    """The output rows of the read's elements."""
 
 
 class GroupDecoder:
-    """Decodes all reads of one poll group from two buffers (registers, bits)."""
+    """Decodes all reads of one poll group from a register buffer and a bit buffer."""
 
     def __init__(self, reads: Sequence[PlannedRead], device_order: WordOrder) -> None:
-        register_reads = [r for r in reads if not r.table.is_bits]
-        bit_reads = [r for r in reads if r.table.is_bits]
-        slots: list[ReadSlot] = []
-        register_elements: list[ElementRef] = []
-        bit_elements: list[ElementRef] = []
-        base = 0
-        for read in register_reads:
-            rows = slice(len(register_elements), len(register_elements) + len(read.elements))
-            slots.append(ReadSlot(read, base, rows))
-            register_elements += [
-                ElementRef(e.tag_index, e.tag, base + e.offset) for e in read.elements
+        spans: list[tuple[PlannedRead, int, slice]] = []
+        elements: list[ElementRef] = []
+        register_base = bit_base = 0
+        for read in reads:
+            positions = slice(len(elements), len(elements) + len(read.elements))
+            if read.table.is_bits:
+                base, bit_base = bit_base, bit_base + read.count
+            else:
+                base, register_base = register_base, register_base + read.count
+            spans.append((read, base, positions))
+            elements += [
+                ElementRef(e.tag_index, e.tag, base + e.offset, e.bit) for e in read.elements
             ]
-            base += read.count
-        self.register_count = base
-        base = 0
-        first_bit_row = len(register_elements)
-        for read in bit_reads:
-            start = first_bit_row + len(bit_elements)
-            slots.append(ReadSlot(read, base, slice(start, start + len(read.elements))))
-            bit_elements += [ElementRef(e.tag_index, e.tag, base + e.offset) for e in read.elements]
-            base += read.count
-        self.bit_count = base
-        self.slots = tuple(slots)
-        self._registers = BlockDecoder(register_elements, device_order)
-        self._bits = BlockDecoder(bit_elements, device_order)
-        self._split = len(register_elements)
-        self.tag_indices: NDArray[np.int32] = np.concatenate(
-            [self._registers.tag_indices, self._bits.tag_indices]
-        ).astype(np.int32)
-        self.has_strings = any(e.tag.type.value == "string" for e in register_elements)
+        self.register_count = register_base
+        self.bit_count = bit_base
+        self._decoder = BlockDecoder(elements, device_order)
+        self.slots = tuple(
+            ReadSlot(read, base, self._decoder.rows[positions]) for read, base, positions in spans
+        )
+        self.tag_indices: NDArray[np.int32] = self._decoder.tag_indices
+        self.has_strings = self._decoder.has_strings
 
     def __len__(self) -> int:
         return len(self.tag_indices)
 
-    def decode(self, registers: NDArray[np.uint16], bits: NDArray[np.bool_]) -> DecodedBlock:
+    def decode(
+        self, registers: NDArray[np.uint16], bits: NDArray[np.bool_] | None = None
+    ) -> DecodedBlock:
         """Values and string objects for every row, in the order of :attr:`tag_indices`."""
-        if not self._bits.elements:
-            return self._registers.decode_registers(registers)
-        words = self._registers.decode_registers(registers)
-        flags = self._bits.decode_bits(bits)
-        objects = None
-        if words.objects is not None:
-            objects = np.concatenate([words.objects, np.full(len(flags.values), None, object)])
-        return DecodedBlock(np.concatenate([words.values, flags.values]), objects)
+        return self._decoder.decode(registers, bits)

@@ -113,3 +113,69 @@ def test_planner_merges_within_gap_and_limit() -> None:
     assert [(r.start, r.count) for r in reads] == [(0, 6), (40, 2)]
     reads = plan_reads([(i, t, 0) for i, t in enumerate(tags)], max_gap=50)
     assert [(r.start, r.count) for r in reads] == [(0, 42)]
+
+
+def test_bits_inside_registers_and_bools_in_registers() -> None:
+    flags = tag(name="flags", type="bool", bit=14, count=4)
+    plain = tag(name="on", address=2, type="bool")
+    elements = [ElementRef(i, flags, (14 + i) // 16, (14 + i) % 16) for i in range(4)]
+    elements.append(ElementRef(4, plain, 2))
+    decoder = BlockDecoder(elements, WordOrder.ABCD)
+    block = decoder.decode(np.array([0b1000_0000_0000_0000, 0b10, 0x0100], np.uint16))
+    by_tag = dict(zip(decoder.tag_indices.tolist(), block.values.tolist(), strict=True))
+    assert by_tag == {0: 0.0, 1: 1.0, 2: 0.0, 3: 1.0, 4: 1.0}
+
+
+def test_rows_map_back_to_elements_whatever_the_layout_order() -> None:
+    types = ["float64", "uint16", "string", "int32", "int16", "bool"]
+    elements = []
+    offset = 0
+    for i, type_name in enumerate(types):
+        t = tag(name=f"t{i}", type=type_name, **({"length": 4} if type_name == "string" else {}))
+        elements.append(ElementRef(100 + i, t, offset))
+        offset += t.registers_per_element
+    decoder = BlockDecoder(elements, WordOrder.ABCD)
+    assert sorted(decoder.order.tolist()) == list(range(len(types)))
+    for position, element in enumerate(elements):
+        assert decoder.tag_indices[decoder.rows[position]] == element.tag_index
+
+
+def test_byte_swapped_string_and_unchanged_strings_are_not_decoded_again() -> None:
+    swapped = tag(type="string", length=6, byte_swap=True)
+    decoder = BlockDecoder([ElementRef(0, swapped, 0)], WordOrder.ABCD)
+    first = decoder.decode(np.array([0x4241, 0x4443, 0x0045], np.uint16)).objects
+    assert first is not None and first[0] == "ABCDE"
+    again = decoder.decode(np.array([0x4241, 0x4443, 0x0045], np.uint16)).objects
+    assert again is not None and again[0] is first[0]
+    changed = decoder.decode(np.array([0x4241, 0x4443, 0x0046], np.uint16)).objects
+    assert changed is not None and changed[0] == "ABCDF"
+    registers = encode_value(
+        tag(type="string", length=6, byte_swap=True, writable=True), "ABCDE", WordOrder.ABCD
+    )
+    assert registers == [0x4241, 0x4443, 0x0045]
+
+
+def test_coils_and_registers_decode_together() -> None:
+    coil = tag(name="c", table="coil", type="bool", count=3)
+    word = tag(name="w", type="int16")
+    elements = [ElementRef(i, coil, i) for i in range(3)] + [ElementRef(3, word, 0)]
+    decoder = BlockDecoder(elements, WordOrder.DCBA)
+    block = decoder.decode(np.array([0x9CFF], np.uint16), np.array([True, False, True]))
+    by_tag = dict(zip(decoder.tag_indices.tolist(), block.values.tolist(), strict=True))
+    assert by_tag == {0: 1.0, 1: 0.0, 2: 1.0, 3: -100.0}  # int16 byte-swapped by DCBA
+
+
+def test_encode_bools_and_refusals() -> None:
+    assert encode_value(tag(table="coil", type="bool", writable=True), True, WordOrder.ABCD) is True
+    assert encode_value(tag(type="bool", writable=True), 1, WordOrder.ABCD) == [1]
+    with pytest.raises(WriteRefusedError, match="true or false"):
+        encode_value(tag(table="coil", type="bool", writable=True), 2, WordOrder.ABCD)
+    with pytest.raises(WriteRefusedError, match="whole number"):
+        encode_value(tag(type="int16", scale=0.5, writable=True), 0.2, WordOrder.ABCD)
+    big = 2**63 - 1
+    assert encode_value(tag(type="int64", writable=True), big, WordOrder.ABCD) == [
+        0x7FFF,
+        0xFFFF,
+        0xFFFF,
+        0xFFFF,
+    ]
