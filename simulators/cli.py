@@ -20,11 +20,15 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .business import BusinessSimulator, ErpSimulator, QmsSimulator, WmsSimulator
 from .faults import Faults, FaultSettings
-from .stack import PlantSimulator, SimulatorStack
+
+if TYPE_CHECKING:
+    from .business import BusinessSimulator
+
+# The simulators themselves (asyncua's server, aiohttp) are imported when a `simulate` command
+# runs, not when the `edge-gateway` parser is built: every other command stays light.
 
 __all__ = ["register", "write_ports_file"]
 
@@ -156,7 +160,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     plant.add_argument("--control-port", type=_port, default=0, help="HTTP control port (0 = free)")
     plant.set_defaults(func=_run_plant)
 
-    for name, cls in (("erp", ErpSimulator), ("wms", WmsSimulator), ("qms", QmsSimulator)):
+    for name, cls in (("erp", "ErpSimulator"), ("wms", "WmsSimulator"), ("qms", "QmsSimulator")):
         parser = which.add_parser(name, help=f"the {name.upper()} simulator (HTTP/JSON)")
         _add_common(parser)
         parser.add_argument("--port", type=_port, default=0, help="HTTP port (0 = free)")
@@ -199,6 +203,8 @@ class _BusinessRunnable:
 
 
 def _run_plant(args: argparse.Namespace) -> int:
+    from .stack import PlantSimulator
+
     return _run(
         lambda: PlantSimulator(
             args.scenario,
@@ -215,8 +221,11 @@ def _run_plant(args: argparse.Namespace) -> int:
     )
 
 
-def _business_runner(cls: type[BusinessSimulator]) -> Callable[[argparse.Namespace], int]:
+def _business_runner(class_name: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        from . import business
+
+        cls: type[BusinessSimulator] = getattr(business, class_name)
         return _run(
             lambda: _BusinessRunnable(
                 cls(args.host, args.port, args.control_port, Faults(_faults(args)))
@@ -228,6 +237,8 @@ def _business_runner(cls: type[BusinessSimulator]) -> Callable[[argparse.Namespa
 
 
 def _run_all(args: argparse.Namespace) -> int:
+    from .stack import SimulatorStack
+
     settings = _faults(args)
     return _run(
         lambda: SimulatorStack(

@@ -36,22 +36,20 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-from asyncua import ua
-from asyncua.ua.object_ids import ObjectIds
+if TYPE_CHECKING:
+    from asyncua import ua
+
+# asyncua (~30 MB, 0.5 s to import) is imported by the functions that build its objects, so
+# that validating a config (the parsers here) does not load it.
 
 ALIAS_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _ALIAS = re.compile(ALIAS_PATTERN)
 _NODE_ID = re.compile(
     r"^(?:(?:ns=(?P<ns>\d+)|nsu=(?P<nsu>.+?));)?(?P<kind>[isgb])=(?P<id>.*)$", re.S
 )
-_ID_TYPES = {
-    "i": ua.NodeIdType.Numeric,
-    "s": ua.NodeIdType.String,
-    "g": ua.NodeIdType.Guid,
-    "b": ua.NodeIdType.ByteString,
-}
+_ID_TYPES = {"i": "Numeric", "s": "String", "g": "Guid", "b": "ByteString"}
 
 
 class UnresolvedAddressError(Exception):
@@ -123,7 +121,10 @@ def resolve_node_id(
             f"namespace index {index} is not on the server (it has {len(namespaces)})"
         )
     identifier: Any = address.identifier
-    return ua.NodeId(identifier, ua.Int16(index or 0), _ID_TYPES[address.kind])
+    from asyncua import ua
+
+    kind = getattr(ua.NodeIdType, _ID_TYPES[address.kind])
+    return ua.NodeId(identifier, ua.Int16(index or 0), kind)
 
 
 def _namespace_index(name: str, namespaces: Sequence[str], aliases: Mapping[str, str]) -> int:
@@ -211,6 +212,9 @@ def resolve_browse_path(
     path: Sequence[BrowsePathElement], namespaces: Sequence[str], aliases: Mapping[str, str]
 ) -> ua.BrowsePath:
     """A TranslateBrowsePathsToNodeIds request item for `path`, from the Objects folder."""
+    from asyncua import ua
+    from asyncua.ua.object_ids import ObjectIds
+
     elements = []
     for element in path:
         if isinstance(element.namespace, str):
