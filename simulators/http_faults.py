@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -65,9 +66,15 @@ class HttpListener:
     """An aiohttp application on ``host:port`` that follows a :class:`Faults`' down state."""
 
     def __init__(
-        self, app: web.Application, host: str, port: int, faults: Faults | None = None
+        self,
+        app: web.Application,
+        host: str,
+        port: int,
+        faults: Faults | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._app = app
+        self._ssl = ssl_context
         self.host = host
         self._requested_port = port
         self._port: int | None = None
@@ -84,7 +91,8 @@ class HttpListener:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self._ssl is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     async def start(self) -> None:
         if self._runner is not None:
@@ -113,7 +121,7 @@ class HttpListener:
 
     async def _listen(self, port: int) -> None:
         assert self._runner is not None
-        site = web.TCPSite(self._runner, self.host, port)
+        site = web.TCPSite(self._runner, self.host, port, ssl_context=self._ssl)
         await site.start()
         self._site, self._port = site, site.port
 

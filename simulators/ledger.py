@@ -90,6 +90,43 @@ class Ledger(Sequence[Booking]):
         self._bookings.append(booking)
         return booking
 
+    def book_as(
+        self, collection: str, booking_id: str, reference: str, document: Mapping[str, Any]
+    ) -> Booking:
+        """Append a booking with an id the caller chose (SAP's group/count, ERPNext's name).
+
+        `reference` is the external reference the document carries (kept as its
+        ``idempotency_key``): targets without an idempotency header book every valid request,
+        so a client that posts twice shows up here twice.
+        """
+        booking = Booking(
+            id=booking_id,
+            collection=collection,
+            idempotency_key=reference,
+            received_at=datetime.now(UTC),
+            document=dict(document),
+        )
+        self._bookings.append(booking)
+        return booking
+
+    def find(self, collection: str, field: str, value: Any) -> list[Booking]:
+        """Bookings of `collection` whose document has ``field == value``."""
+        return [
+            b
+            for b in self._bookings
+            if b.collection == collection and b.document.get(field) == value
+        ]
+
+    def replace(self, booking: Booking, document: Mapping[str, Any]) -> Booking:
+        """Update a booked document in place (a draft submitted later); same id and time."""
+        index = self._bookings.index(booking)
+        updated = Booking(
+            booking.id, booking.collection, booking.idempotency_key, booking.received_at,
+            dict(document),
+        )  # fmt: skip
+        self._bookings[index] = updated
+        return updated
+
     async def once(
         self, scope: str, key: str, produce: Callable[[], Awaitable[Answer]]
     ) -> tuple[Answer, bool]:

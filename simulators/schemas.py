@@ -17,11 +17,13 @@ __all__ = [
     "CONFIRMATION",
     "GOODS_RECEIPT",
     "INSPECTION_RESULT",
+    "NONCONFORMANCE",
     "Check",
     "FieldRule",
     "Schema",
     "boolean",
     "characteristics",
+    "integer_between",
     "iso_datetime",
     "nonempty_string",
     "nonnegative_integer",
@@ -80,6 +82,17 @@ def iso_datetime(value: Any) -> str | None:
     except ValueError:
         return "must be an ISO 8601 date-time string"
     return None
+
+
+def integer_between(low: int, high: int) -> Check:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return "must be an integer"
+        if not low <= value <= high:
+            return f"must be between {low} and {high}"
+        return None
+
+    return check
 
 
 def one_of(*choices: str) -> Check:
@@ -148,4 +161,12 @@ INSPECTION_RESULT: Schema = (
     FieldRule("material", nonempty_string),
     FieldRule("characteristics", characteristics),
     FieldRule("decision", one_of("accept", "reject", "hold")),
+)
+
+#: QMS nonconformance (raised by an SPC alarm)
+NONCONFORMANCE: Schema = (
+    FieldRule("machine", nonempty_string),
+    FieldRule("characteristic", nonempty_string),
+    FieldRule("rule", integer_between(1, 8)),
+    FieldRule("time", iso_datetime),
 )

@@ -1,4 +1,4 @@
-"""The outbox's SQLite storage (WAL). Synchronous; used from one thread only.
+"""The outbox's SQLite storage (WAL). Synchronous; used from one thread at a time.
 
 Tables:
 
@@ -7,14 +7,18 @@ Tables:
     time (after a crash, before the producing state was saved) is a no-op.
 ``deliveries``
     one row per (document, destination): ``pending`` until the destination acknowledged it
-    (``delivered``) or refused it for good (``dead``, the dead-letter queue).
+    (``delivered``) or refused it (``dead``, the dead-letter queue). Delivered rows are kept
+    for audit until the retention time has passed.
 ``processor_state``
     the processors' saved state, written in the same transaction as their documents.
+
+A partial index over the undelivered rows keeps the dispatchers' scans proportional to the
+backlog, not to the audit history.
 """
 
 from __future__ import annotations
 
-__all__ = ["DeliveryRow", "OutboxStore", "StoredDocument"]
+__all__ = ["DeliveryRow", "OpenRow", "OutboxStore", "StoredDocument"]
 
 import json
 import sqlite3
@@ -23,8 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from gateway.documents import Document
 from gateway.errors import OutboxError
+
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -48,10 +56,11 @@ CREATE TABLE IF NOT EXISTS deliveries (
     reference TEXT NOT NULL DEFAULT '',
     created_ns INTEGER NOT NULL,
     finished_ns INTEGER,
+    last_attempt_ns INTEGER,
     UNIQUE (document_id, destination)
 );
-CREATE INDEX IF NOT EXISTS deliveries_pending
-    ON deliveries (destination, state, ordering_key, id);
+CREATE INDEX IF NOT EXISTS deliveries_open
+    ON deliveries (destination, id) WHERE state != 'delivered';
 CREATE INDEX IF NOT EXISTS deliveries_finished ON deliveries (state, finished_ns);
 CREATE TABLE IF NOT EXISTS processor_state (
     name TEXT PRIMARY KEY,
@@ -92,42 +101,57 @@ class DeliveryRow:
     reference: str
     created_ns: int
     finished_ns: int | None
+    last_attempt_ns: int | None
     document: StoredDocument
+
+
+@dataclass(frozen=True, slots=True)
+class OpenRow:
+    """What the dispatcher needs to schedule an undelivered delivery (no body)."""
+
+    id: int
+    ordering_key: str
+    state: str
+    next_attempt_ns: int
+    created_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One attempt's result as stored: state, reference, error, next attempt (ns)."""
+
+    delivery_id: int
+    state: str
+    reference: str
+    error: str
+    next_attempt_ns: int
 
 
 _DELIVERY_COLUMNS = (
     "d.id, d.destination, d.state, d.attempts, d.next_attempt_ns, d.last_error, d.reference, "
-    "d.created_ns, d.finished_ns, doc.id, doc.kind, doc.key, doc.cell, doc.ordering_key, "
-    "doc.body, doc.created_ns"
+    "d.created_ns, d.finished_ns, d.last_attempt_ns, doc.id, doc.kind, doc.key, doc.cell, "
+    "doc.ordering_key, doc.body, doc.created_ns"
 )
+_FROM = "FROM deliveries d JOIN documents doc ON doc.id = d.document_id"
 
 
 def _row(values: Sequence[Any]) -> DeliveryRow:
     document = StoredDocument(
-        values[9],
-        values[10],
-        values[11],
-        values[12],
-        values[13],
-        json.loads(values[14]),
-        values[15],
-    )
+        values[10], values[11], values[12], values[13], values[14], orjson.loads(values[15]),
+        values[16],
+    )  # fmt: skip
     return DeliveryRow(
-        values[0],
-        values[1],
-        values[2],
-        values[3],
-        values[4],
-        values[5],
-        values[6],
-        values[7],
-        values[8],
-        document,
-    )
+        values[0], values[1], values[2], values[3], values[4], values[5], values[6], values[7],
+        values[8], values[9], document,
+    )  # fmt: skip
+
+
+def _marks(count: int) -> str:
+    return ",".join("?" * count)
 
 
 class OutboxStore:
-    """SQLite access for the outbox. Every method is one transaction."""
+    """SQLite access for the outbox. Every writing method is one transaction."""
 
     def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
         self.path = Path(path)
@@ -138,9 +162,30 @@ class OutboxStore:
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(SCHEMA)
+            self._migrate()
         except (sqlite3.Error, OSError) as exc:
             raise OutboxError(f"cannot open the outbox {self.path}: {exc}") from exc
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version >= SCHEMA_VERSION:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
+            if "deliveries" in tables:
+                columns = {r[1] for r in self._db.execute("PRAGMA table_info(deliveries)")}
+                if "last_attempt_ns" not in columns:
+                    self._db.execute("ALTER TABLE deliveries ADD COLUMN last_attempt_ns INTEGER")
+                self._db.execute("DROP INDEX IF EXISTS deliveries_pending")
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def close(self) -> None:
         self._db.close()
@@ -158,6 +203,12 @@ class OutboxStore:
         except sqlite3.Error as exc:
             raise OutboxError(f"outbox {self.path}: {exc}") from exc
 
+    def _read(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self._db.execute(sql, parameters).fetchall()
+        except sqlite3.Error as exc:
+            raise OutboxError(f"outbox {self.path}: {exc}") from exc
+
     # --- writing ---
 
     def store(
@@ -165,17 +216,22 @@ class OutboxStore:
         batches: Iterable[tuple[Sequence[Document], Mapping[str, Mapping[str, Any]]]],
         destinations_for: Callable[[str], Sequence[str]],
         now_ns: int,
-    ) -> tuple[int, int]:
+    ) -> tuple[int, dict[str, int]]:
         """Store documents and processor states of several requests in one transaction.
 
-        Returns how many documents and deliveries were new (a repeated key is ignored).
+        Documents no destination receives are not kept. Returns how many documents were new
+        (a repeated key is ignored) and the new deliveries per destination.
         """
 
-        def work(db: sqlite3.Connection) -> tuple[int, int]:
+        def work(db: sqlite3.Connection) -> tuple[int, dict[str, int]]:
             new = 0
-            deliveries = 0
+            per_destination: dict[str, int] = {}
+            rows: list[tuple[int, str, str, int]] = []
             for documents, states in batches:
                 for doc in documents:
+                    names = destinations_for(doc.kind)
+                    if not names:
+                        continue
                     cursor = db.execute(
                         "INSERT OR IGNORE INTO documents "
                         "(key, kind, cell, ordering_key, body, created_ns) VALUES (?,?,?,?,?,?)",
@@ -184,7 +240,7 @@ class OutboxStore:
                             doc.kind,
                             doc.cell,
                             doc.ordering_key,
-                            json.dumps(doc.body, separators=(",", ":"), default=str),
+                            orjson.dumps(doc.body, default=str).decode(),
                             doc.created_ns,
                         ),
                     )
@@ -192,165 +248,249 @@ class OutboxStore:
                         continue
                     new += 1
                     document_id = cursor.lastrowid
-                    names = destinations_for(doc.kind)
-                    deliveries += len(names)
+                    assert document_id is not None
+                    for name in names:
+                        rows.append((document_id, name, doc.ordering_key, now_ns))
+                        per_destination[name] = per_destination.get(name, 0) + 1
+                if states:
                     db.executemany(
-                        "INSERT OR IGNORE INTO deliveries "
-                        "(document_id, destination, ordering_key, created_ns, next_attempt_ns) "
-                        "VALUES (?,?,?,?,0)",
-                        [(document_id, name, doc.ordering_key, now_ns) for name in names],
+                        "INSERT INTO processor_state (name, state, updated_ns) VALUES (?,?,?) "
+                        "ON CONFLICT(name) DO UPDATE SET state=excluded.state, "
+                        "updated_ns=excluded.updated_ns",
+                        [
+                            (name, json.dumps(state, separators=(",", ":")), now_ns)
+                            for name, state in states.items()
+                        ],
                     )
+            if rows:
                 db.executemany(
-                    "INSERT INTO processor_state (name, state, updated_ns) VALUES (?,?,?) "
-                    "ON CONFLICT(name) DO UPDATE SET state=excluded.state, "
-                    "updated_ns=excluded.updated_ns",
-                    [
-                        (name, json.dumps(state, separators=(",", ":")), now_ns)
-                        for name, state in states.items()
-                    ],
+                    "INSERT OR IGNORE INTO deliveries "
+                    "(document_id, destination, ordering_key, created_ns) VALUES (?,?,?,?)",
+                    rows,
                 )
-            return new, deliveries
+            return new, per_destination
 
-        result: tuple[int, int] = self._transaction(work)
+        result: tuple[int, dict[str, int]] = self._transaction(work)
         return result
 
-    def finish(self, outcomes: Sequence[tuple[int, str, str, str, int, int]]) -> None:
-        """Record delivery outcomes: (delivery id, state, reference, error, next attempt, now)."""
+    def finish(self, outcomes: Sequence[Outcome], now_ns: int) -> None:
+        """Record delivery attempts' outcomes."""
 
         def work(db: sqlite3.Connection) -> None:
             db.executemany(
                 "UPDATE deliveries SET state=?, reference=?, last_error=?, next_attempt_ns=?, "
-                "attempts=attempts+1, finished_ns=CASE WHEN ?='pending' THEN NULL ELSE ? END "
-                "WHERE id=?",
+                "attempts=attempts+1, last_attempt_ns=?, "
+                "finished_ns=CASE WHEN ?='pending' THEN NULL ELSE ? END WHERE id=?",
                 [
-                    (state, reference, error, next_ns, state, now, delivery_id)
-                    for delivery_id, state, reference, error, next_ns, now in outcomes
+                    (o.state, o.reference, o.error, o.next_attempt_ns, now_ns, o.state, now_ns,
+                     o.delivery_id)
+                    for o in outcomes
                 ],
-            )
+            )  # fmt: skip
 
         self._transaction(work)
 
-    def requeue(self, delivery_ids: Sequence[int] | None, destination: str | None = None) -> int:
-        """Make dead (or waiting) deliveries pending and due now; returns how many."""
+    def requeue(
+        self,
+        delivery_ids: Sequence[int] | None = None,
+        *,
+        destination: str | None = None,
+        include_pending: bool = False,
+    ) -> dict[str, tuple[int, int]]:
+        """Make dead (and with `include_pending`, waiting) deliveries pending and due now.
+
+        By ids, or every dead one (of `destination`, when given). Delivered ones are never
+        touched. Returns, per destination, (rows made due, of which were dead).
+        """
+        states = "('dead', 'pending')" if include_pending else "('dead')"
+        if delivery_ids is not None:
+            where = f"id IN ({_marks(len(delivery_ids))}) AND state IN {states}"
+            parameters: list[Any] = list(delivery_ids)
+        else:
+            where = f"state IN {states} AND (? IS NULL OR destination=?)"
+            parameters = [destination, destination]
+
+        def work(db: sqlite3.Connection) -> dict[str, tuple[int, int]]:
+            found = db.execute(
+                f"SELECT destination, state FROM deliveries WHERE {where}", parameters
+            ).fetchall()
+            db.execute(
+                "UPDATE deliveries SET state='pending', next_attempt_ns=0, finished_ns=NULL "
+                f"WHERE {where}",
+                parameters,
+            )
+            out: dict[str, tuple[int, int]] = {}
+            for name, state in found:
+                total, dead = out.get(name, (0, 0))
+                out[name] = (total + 1, dead + (state == "dead"))
+            return out
+
+        result: dict[str, tuple[int, int]] = self._transaction(work)
+        return result
+
+    def reset_backoff(self, destination: str, now_ns: int) -> int:
+        """Make every waiting pending delivery of `destination` due now (after an outage)."""
 
         def work(db: sqlite3.Connection) -> int:
-            if delivery_ids is not None:
-                marks = ",".join("?" * len(delivery_ids))
-                cursor = db.execute(
-                    f"UPDATE deliveries SET state='pending', next_attempt_ns=0, finished_ns=NULL "
-                    f"WHERE id IN ({marks}) AND state != 'delivered'",
-                    list(delivery_ids),
-                )
-            else:
-                cursor = db.execute(
-                    "UPDATE deliveries SET state='pending', next_attempt_ns=0, finished_ns=NULL "
-                    "WHERE state='dead' AND (? IS NULL OR destination=?)",
-                    (destination, destination),
-                )
+            cursor = db.execute(
+                "UPDATE deliveries SET next_attempt_ns=0 WHERE destination=? "
+                "AND state='pending' AND next_attempt_ns > ?",
+                (destination, now_ns),
+            )
             return cursor.rowcount
 
         result: int = self._transaction(work)
         return result
 
-    def drop(self, delivery_ids: Sequence[int]) -> int:
-        """Remove deliveries for good (an operator's decision); returns how many."""
+    def drop(self, delivery_ids: Sequence[int]) -> list[tuple[int, str, str]]:
+        """Remove undelivered deliveries for good (an operator's decision).
 
-        def work(db: sqlite3.Connection) -> int:
-            marks = ",".join("?" * len(delivery_ids))
-            cursor = db.execute(
-                f"DELETE FROM deliveries WHERE id IN ({marks}) AND state != 'delivered'",
+        Returns (id, destination, state) of each removed one.
+        """
+
+        def work(db: sqlite3.Connection) -> list[tuple[int, str, str]]:
+            marks = _marks(len(delivery_ids))
+            removed = db.execute(
+                f"SELECT id, destination, state, document_id FROM deliveries WHERE id IN ({marks})"
+                " AND state != 'delivered'",
                 list(delivery_ids),
+            ).fetchall()
+            if not removed:
+                return []
+            db.execute(
+                f"DELETE FROM deliveries WHERE id IN ({_marks(len(removed))})",
+                [r[0] for r in removed],
             )
-            db.execute("DELETE FROM documents WHERE id NOT IN (SELECT document_id FROM deliveries)")
-            return cursor.rowcount
+            self._delete_orphans(db, [r[3] for r in removed])
+            return [(r[0], r[1], r[2]) for r in removed]
 
-        result: int = self._transaction(work)
+        result: list[tuple[int, str, str]] = self._transaction(work)
         return result
 
-    def purge(self, finished_before_ns: int) -> int:
-        """Remove delivered entries finished before the cut-off (audit retention)."""
+    @staticmethod
+    def _delete_orphans(db: sqlite3.Connection, document_ids: Sequence[int]) -> None:
+        unique = sorted(set(document_ids))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            db.execute(
+                f"DELETE FROM documents WHERE id IN ({_marks(len(chunk))}) AND NOT EXISTS "
+                "(SELECT 1 FROM deliveries WHERE document_id = documents.id)",
+                chunk,
+            )
+
+    def purge(self, finished_before_ns: int, limit: int = 5000) -> int:
+        """Remove up to `limit` delivered entries finished before the cut-off (audit
+        retention), and their documents once no delivery refers to them."""
 
         def work(db: sqlite3.Connection) -> int:
-            cursor = db.execute(
-                "DELETE FROM deliveries WHERE state='delivered' AND finished_ns < ?",
-                (finished_before_ns,),
-            )
-            db.execute("DELETE FROM documents WHERE id NOT IN (SELECT document_id FROM deliveries)")
-            return cursor.rowcount
+            rows = db.execute(
+                "SELECT id, document_id FROM deliveries WHERE state='delivered' "
+                "AND finished_ns < ? LIMIT ?",
+                (finished_before_ns, limit),
+            ).fetchall()
+            if not rows:
+                return 0
+            for start in range(0, len(rows), 500):
+                chunk = rows[start : start + 500]
+                db.execute(
+                    f"DELETE FROM deliveries WHERE id IN ({_marks(len(chunk))})",
+                    [r[0] for r in chunk],
+                )
+            self._delete_orphans(db, [r[1] for r in rows])
+            return len(rows)
 
         result: int = self._transaction(work)
         return result
 
     # --- reading ---
 
-    def due(
-        self, destination: str, now_ns: int, limit: int, busy_keys: Iterable[str]
-    ) -> list[DeliveryRow]:
-        """The next deliveries to attempt: the oldest pending one of each ordering key, if due.
+    def open_window(
+        self, destination: str, limit: int, exclude_keys: Sequence[str] = ()
+    ) -> list[OpenRow]:
+        """The oldest undelivered deliveries of `destination`, in order, skipping the ordering
+        keys in `exclude_keys` (whose head is known to be blocked or in flight)."""
+        skip = f"AND ordering_key NOT IN ({_marks(len(exclude_keys))})" if exclude_keys else ""
+        rows = self._read(
+            "SELECT id, ordering_key, state, next_attempt_ns, created_ns FROM deliveries "
+            f"WHERE destination=? AND state != 'delivered' {skip} ORDER BY id LIMIT ?",
+            (destination, *exclude_keys, limit),
+        )
+        return [OpenRow(*r) for r in rows]
 
-        Ordering keys in `busy_keys` (a delivery of theirs is in flight) are skipped.
-        """
-        busy = list(busy_keys)
-        marks = ",".join("?" * len(busy))
-        skip = f"AND ordering_key NOT IN ({marks})" if busy else ""
-        rows = self._db.execute(
-            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d JOIN documents doc "
-            "ON doc.id = d.document_id WHERE d.id IN ("
-            "  SELECT MIN(id) FROM deliveries WHERE destination=? AND state='pending' "
-            f"  {skip} GROUP BY ordering_key"
-            ") AND d.next_attempt_ns <= ? ORDER BY d.id LIMIT ?",
-            (destination, *busy, now_ns, limit),
-        ).fetchall()
-        return [_row(r) for r in rows]
+    def rows(self, delivery_ids: Sequence[int]) -> list[DeliveryRow]:
+        """Full rows (with the documents) by id, in the order of `delivery_ids`."""
+        if not delivery_ids:
+            return []
+        found = {
+            r[0]: _row(r)
+            for r in self._read(
+                f"SELECT {_DELIVERY_COLUMNS} {_FROM} WHERE d.id IN ({_marks(len(delivery_ids))})",
+                list(delivery_ids),
+            )
+        }
+        return [found[i] for i in delivery_ids if i in found]
 
-    def next_due_ns(self, destination: str) -> int | None:
-        """When the earliest waiting head-of-line delivery becomes due."""
-        row = self._db.execute(
-            "SELECT MIN(next_attempt_ns) FROM deliveries WHERE id IN ("
-            " SELECT MIN(id) FROM deliveries WHERE destination=? AND state='pending' "
-            " GROUP BY ordering_key)",
-            (destination,),
-        ).fetchone()
-        return None if row is None or row[0] is None else int(row[0])
-
-    def list(
+    def listing(
         self,
         *,
         state: str | None = None,
         destination: str | None = None,
         limit: int = 100,
+        newest: bool = False,
     ) -> list[DeliveryRow]:
-        rows = self._db.execute(
-            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d JOIN documents doc "
-            "ON doc.id = d.document_id WHERE (? IS NULL OR d.state=?) "
-            "AND (? IS NULL OR d.destination=?) ORDER BY d.id LIMIT ?",
+        order = "DESC" if newest else "ASC"
+        rows = self._read(
+            f"SELECT {_DELIVERY_COLUMNS} {_FROM} WHERE (? IS NULL OR d.state=?) "
+            f"AND (? IS NULL OR d.destination=?) ORDER BY d.id {order} LIMIT ?",
             (state, state, destination, destination, limit),
-        ).fetchall()
+        )
         return [_row(r) for r in rows]
 
     def get(self, delivery_id: int) -> DeliveryRow | None:
-        row = self._db.execute(
-            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d JOIN documents doc "
-            "ON doc.id = d.document_id WHERE d.id=?",
-            (delivery_id,),
-        ).fetchone()
-        return None if row is None else _row(row)
+        rows = self.rows([delivery_id])
+        return rows[0] if rows else None
+
+    def by_document_key(self, key: str) -> list[DeliveryRow]:
+        rows = self._read(
+            f"SELECT {_DELIVERY_COLUMNS} {_FROM} WHERE doc.key=? ORDER BY d.id", (key,)
+        )
+        return [_row(r) for r in rows]
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """Per destination, deliveries per state."""
+        """Per destination, deliveries per state (delivered ones still kept for audit too)."""
         out: dict[str, dict[str, int]] = {}
-        for destination, state, count in self._db.execute(
+        for destination, state, count in self._read(
             "SELECT destination, state, COUNT(*) FROM deliveries GROUP BY destination, state"
         ):
             out.setdefault(destination, {})[state] = count
         return out
 
-    def pending_total(self) -> int:
-        row = self._db.execute("SELECT COUNT(*) FROM deliveries WHERE state='pending'").fetchone()
-        return int(row[0])
+    def open_counts(self) -> dict[str, dict[str, int]]:
+        """Per destination, pending and dead deliveries (uses the partial index)."""
+        out: dict[str, dict[str, int]] = {}
+        for destination, state, count in self._read(
+            "SELECT destination, state, COUNT(*) FROM deliveries WHERE state != 'delivered' "
+            "GROUP BY destination, state"
+        ):
+            out.setdefault(destination, {})[state] = count
+        return out
+
+    def latencies(self, since_ns: int) -> dict[str, list[int]]:
+        """Per destination, creation → acknowledgement of deliveries finished since `since_ns`
+        (nanoseconds)."""
+        out: dict[str, list[int]] = {}
+        for destination, latency in self._read(
+            f"SELECT d.destination, d.finished_ns - doc.created_ns {_FROM} "
+            "WHERE d.state='delivered' AND d.finished_ns >= ?",
+            (since_ns,),
+        ):
+            out.setdefault(destination, []).append(latency)
+        return out
 
     def states(self) -> dict[str, dict[str, Any]]:
+        # the standard json module: states may hold Infinity/NaN (running minima), which
+        # orjson would turn into null
         return {
             name: json.loads(state)
-            for name, state in self._db.execute("SELECT name, state FROM processor_state")
+            for name, state in self._read("SELECT name, state FROM processor_state")
         }

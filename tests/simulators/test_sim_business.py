@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,7 +12,14 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from simulators.business import BusinessSimulator, ErpSimulator, QmsSimulator, WmsSimulator
+from simulators.business import (
+    BusinessSimulator,
+    ErpSimulator,
+    GenericAuth,
+    QmsSimulator,
+    WmsSimulator,
+)
+from simulators.sap import SAP_ROOT
 
 TIMEOUT = aiohttp.ClientTimeout(total=5.0)
 
@@ -318,3 +327,258 @@ async def test_unknown_route_is_404(http: aiohttp.ClientSession) -> None:
         http.post(erp.url + "/api/v1/goods-receipts", json=GOODS_RECEIPT) as response,
     ):
         assert response.status == 404
+
+
+# --- generic routes: external references, batches, credentials ------------------------------
+
+
+async def test_external_reference_field_books_once_and_refuses_a_duplicate(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with ErpSimulator() as erp:
+        url = erp.url + "/api/v1/confirmations"
+        body = {**CONFIRMATION, "external_reference": "ref-1"}
+        first = await _post(http, url, body, key=None)
+        second = await _post(http, url, body, key=None)
+        assert first[0] == 201
+        assert second[:2] == (409, {"error": "external_reference: already exists",
+                                    "id": first[1]["id"]})  # fmt: skip
+        async with http.get(url, params={"external_reference": "ref-1"}) as response:
+            assert (await response.json())["count"] == 1
+        async with http.get(url, params={"external_reference": "other"}) as response:
+            assert (await response.json())["count"] == 0
+
+
+async def test_batch_route_answers_each_document(http: aiohttp.ClientSession) -> None:
+    async with ErpSimulator() as erp:
+        documents = [
+            {**CONFIRMATION, "external_reference": "a"},
+            {**CONFIRMATION, "external_reference": "b", "good": -1},
+            {**CONFIRMATION, "external_reference": "a"},
+        ]
+        async with http.post(
+            erp.url + "/api/v1/confirmations/batch", json={"documents": documents}
+        ) as response:
+            results = (await response.json())["results"]
+        assert [r["status"] for r in results] == [201, 422, 409]
+        assert results[1]["error"] == "good: must be >= 0"
+        assert len(erp.ledger) == 1
+
+
+async def test_generic_routes_check_credentials_when_configured(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with ErpSimulator(auth=GenericAuth(bearer="secret-token")) as erp:
+        url = erp.url + "/api/v1/confirmations"
+        status, _, headers = await _post(http, url, CONFIRMATION)
+        assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+        async with http.post(
+            url,
+            json=CONFIRMATION,
+            headers={"Idempotency-Key": "k", "Authorization": "Bearer secret-token"},
+        ) as response:
+            assert response.status == 201
+
+
+# --- SAP S/4HANA OData ----------------------------------------------------------------------
+
+SAP_BODY: dict[str, Any] = {
+    "OrderID": "1000123",
+    "OrderOperation": "0010",
+    "Sequence": "0",
+    "ConfirmationYieldQuantity": "480.000",
+    "ConfirmationUnit": "EA",
+    "IsFinalConfirmation": False,
+    "FinalConfirmationType": "",
+    "PostingDate": "/Date(1777852800000)/",
+    "ExternalSystemConfirmation": "a043037b-6c9c-5295-124f-678d32ae7569",
+}
+BASIC = {"Authorization": "Basic " + base64.b64encode(b"GATEWAY:secret").decode()}
+
+
+async def test_sap_needs_basic_auth_and_the_csrf_token_with_its_session_cookie() -> None:
+    async with ErpSimulator() as erp:
+        url = erp.url + SAP_ROOT + "/ProdnOrdConf2"
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(timeout=TIMEOUT, cookie_jar=jar) as session:
+            async with session.post(url, json=SAP_BODY) as response:
+                assert response.status == 401
+            async with session.post(url, json=SAP_BODY, headers=BASIC) as response:
+                assert response.status == 403
+                assert response.headers["x-csrf-token"] == "Required"
+            async with session.get(
+                erp.url + SAP_ROOT + "/", headers={**BASIC, "x-csrf-token": "Fetch"}
+            ) as response:
+                token = response.headers["x-csrf-token"]
+                assert response.status == 200 and token
+            async with (
+                aiohttp.ClientSession(timeout=TIMEOUT) as cookieless,
+                cookieless.post(
+                    url, json=SAP_BODY, headers={**BASIC, "x-csrf-token": token}
+                ) as response,
+            ):
+                assert response.status == 403  # the token belongs to the session cookie
+            headers = {**BASIC, "x-csrf-token": token}
+            async with session.post(url, json=SAP_BODY, headers=headers) as response:
+                assert response.status == 201
+                created = (await response.json())["d"]
+            assert (created["ConfirmationGroup"], created["ConfirmationCount"]) == (
+                "0000000001",
+                "00000001",
+            )
+            async with session.post(url, json=SAP_BODY, headers=headers) as response:
+                assert response.status == 201  # SAP books a repeated confirmation again
+            async with session.get(
+                url,
+                headers=BASIC,
+                params={
+                    "$filter": "ExternalSystemConfirmation eq "
+                    "guid'a043037b-6c9c-5295-124f-678d32ae7569'"
+                },
+            ) as response:
+                assert len((await response.json())["d"]["results"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"ConfirmationYieldQuantity": 480}, "must be an Edm.Decimal string"),
+        ({"PostingDate": "2026-05-04"}, "must be an Edm.DateTime"),
+        ({"ExternalSystemConfirmation": "abc"}, "must be an Edm.Guid"),
+        ({"FinalConfirmationType": "X"}, "contradict each other"),
+        ({"Quantity": "1"}, "Property 'Quantity' is invalid"),
+        (
+            {
+                "to_ProdnOrdConfMatlDocItm": {
+                    "results": [
+                        {
+                            "Material": "FG-4711",
+                            "Plant": "1010",
+                            "StorageLocation": "FG01",
+                            "GoodsMovementType": "101",
+                            "GoodsMovementRefDocType": "F",
+                            "OrderID": "1000123",
+                            "QuantityInEntryUnit": "480.000",
+                            "EntryUnit": "EA",
+                        }
+                    ]
+                }
+            },
+            "is handled in batches: enter a batch",
+        ),
+    ],
+)
+async def test_sap_refuses_mistakes_with_its_error_body(
+    change: dict[str, Any], message: str
+) -> None:
+    async with ErpSimulator() as erp:
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(timeout=TIMEOUT, cookie_jar=jar) as session:
+            async with session.head(
+                erp.url + SAP_ROOT + "/", headers={**BASIC, "x-csrf-token": "Fetch"}
+            ) as response:
+                token = response.headers["x-csrf-token"]
+            async with session.post(
+                erp.url + SAP_ROOT + "/ProdnOrdConf2",
+                json={**SAP_BODY, **change},
+                headers={**BASIC, "x-csrf-token": token},
+            ) as response:
+                assert response.status == 400
+                error = (await response.json())["error"]
+        assert message in error["message"]["value"]
+        assert error["code"] and error["message"]["lang"] == "en"
+        assert error["innererror"]["errordetails"][0]["message"] == error["message"]["value"]
+        assert len(erp.ledger) == 0
+
+
+# --- ERPNext / Frappe -----------------------------------------------------------------------
+
+FRAPPE = {"Authorization": "token gateway:secret", "Accept": "application/json"}
+ENTRY: dict[str, Any] = {
+    "stock_entry_type": "Material Receipt",
+    "company": "Edge Manufacturing",
+    "items": [{"item_code": "FG-4711", "qty": 5, "t_warehouse": "Stores - EM"}],
+    "custom_mes_event_id": "evt-1",
+}
+
+
+async def test_erpnext_token_auth_json_errors_only_when_asked_and_unique_reference(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with WmsSimulator() as wms:
+        url = wms.url + "/api/resource/Stock%20Entry"
+        async with http.post(url, json=ENTRY) as response:
+            assert response.status == 401
+            assert response.content_type == "text/html"  # no Accept: application/json
+        async with http.post(url, json=ENTRY, headers={"Accept": "application/json"}) as response:
+            assert response.status == 401
+            assert (await response.json())["exc_type"] == "AuthenticationError"
+        async with http.post(url, json=ENTRY, headers=FRAPPE) as response:
+            assert response.status == 200
+            name = (await response.json())["data"]["name"]
+        async with http.post(url, json=ENTRY, headers=FRAPPE) as response:
+            assert response.status == 417
+            error = await response.json()
+        assert error["exc_type"] == "UniqueValidationError"
+        assert "must be unique" in json.loads(json.loads(error["_server_messages"])[0])["message"]
+        filters = json.dumps([["custom_mes_event_id", "=", "evt-1"]])
+        async with http.get(
+            url, params={"filters": filters, "fields": '["name","docstatus"]'}, headers=FRAPPE
+        ) as response:
+            assert (await response.json()) == {"data": [{"name": name, "docstatus": 0}]}
+
+
+async def test_erpnext_validates_links_like_erpnext(http: aiohttp.ClientSession) -> None:
+    async with ErpSimulator() as erp:
+        url = erp.url + "/api/resource/Stock%20Entry"
+        bad = {**ENTRY, "items": [{"item_code": "FG-4711", "qty": 5, "t_warehouse": "Nowhere"}]}
+        async with http.post(url, json=bad, headers=FRAPPE) as response:
+            assert response.status == 417
+            error = await response.json()
+        assert error["exc_type"] == "LinkValidationError"
+        assert "Could not find Row #1: Target Warehouse: Nowhere" in error["exception"]
+        manufacture = {**ENTRY, "stock_entry_type": "Manufacture", "fg_completed_qty": 5}
+        async with http.post(url, json=manufacture, headers=FRAPPE) as response:
+            assert "Work Order is mandatory" in (await response.json())["exception"]
+        assert len(erp.ledger) == 0
+
+
+# --- B2MML ----------------------------------------------------------------------------------
+
+BOD = """<?xml version="1.0" encoding="UTF-8"?>
+<ProcessMaterialLot xmlns="{ns}" releaseID="V0700">
+  <ApplicationArea><Sender><LogicalID>gw</LogicalID></Sender>
+    <CreationDateTime>2026-05-04T10:00:00Z</CreationDateTime>
+    <BODID>6f1c0a3e-2b4d-4c1e-9f00-1a2b3c4d5e6f</BODID></ApplicationArea>
+  <DataArea><Process/><MaterialLot><ID>{lot}</ID><MaterialDefinitionID>FG-4711</MaterialDefinitionID>
+    <Status>accept</Status>
+    <MaterialLotProperty><ID>diameter</ID>
+      <Value><ValueString>10.01</ValueString><DataType>double</DataType></Value>
+      <TestResult><ID>x</ID></TestResult></MaterialLotProperty>
+  </MaterialLot></DataArea>
+</ProcessMaterialLot>"""
+
+
+async def test_b2mml_books_once_per_bodid_and_refuses_with_a_confirm_bod(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with QmsSimulator() as qms:
+        url = qms.url + "/b2mml"
+        good = BOD.format(ns="http://www.mesa.org/xml/B2MML", lot="L1").encode()
+        async with http.post(url, data=good) as response:
+            assert response.status == 201
+            first = await response.text()
+        async with http.post(url, data=good) as response:
+            assert response.status == 200 and await response.text() == first
+        wrong_ns = BOD.format(ns="http://www.mesa.org/xml/B2MML-V0600", lot="L1").encode()
+        async with http.post(url, data=wrong_ns) as response:
+            assert response.status == 400
+            assert "must be in namespace http://www.mesa.org/xml/B2MML," in await response.text()
+        no_lot = BOD.format(ns="http://www.mesa.org/xml/B2MML", lot="").encode()
+        async with http.post(url, data=no_lot) as response:
+            assert "MaterialLot: ID is required" in await response.text()
+        async with http.post(url, data=b"<not xml") as response:
+            assert "not well-formed XML" in await response.text()
+        (booking,) = qms.ledger
+        assert booking.idempotency_key == "6f1c0a3e2b4d4c1e9f001a2b3c4d5e6f"
+        assert booking.document["characteristics"] == [{"name": "diameter", "mean": 10.01}]
