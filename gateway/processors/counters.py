@@ -52,11 +52,13 @@ def counter_deltas(
 ) -> CounterDeltas:
     """Parts counted by each sample of `raw` (NaN = bad sample, counted as 0)."""
     n = len(raw)
-    deltas = np.zeros(n, np.int64)
-    good = ~np.isnan(raw)
-    if not good.any():
-        return CounterDeltas(deltas, previous, 0, 0)
-    values = raw[good].astype(np.int64)
+    if n == 0:
+        return CounterDeltas(np.zeros(0, np.int64), previous, 0, 0)
+    good = raw == raw  # not NaN
+    all_good = bool(good.all())
+    if not all_good and not good.any():
+        return CounterDeltas(np.zeros(n, np.int64), previous, 0, 0)
+    values = raw.astype(np.int64) if all_good else raw[good].astype(np.int64)
     prev = np.empty_like(values)
     prev[1:] = values[:-1]
     if previous is None:
@@ -75,5 +77,8 @@ def counter_deltas(
         rollovers = int(wrapped.sum())
         resets = int(fell.sum()) - rollovers
         step = np.where(wrapped, values + (rollover or 0) - prev, np.where(fell, values, step))
+    if all_good:
+        return CounterDeltas(step, int(values[-1]), resets, rollovers)
+    deltas = np.zeros(n, np.int64)
     deltas[good] = step
     return CounterDeltas(deltas, int(values[-1]), resets, rollovers)

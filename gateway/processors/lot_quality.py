@@ -1,12 +1,20 @@
-"""Lot quality: each lot's measurements summarised per characteristic, and a decision.
+"""Lot quality and SPC: each characteristic's control chart, alarms, and per-lot results.
 
-While a lot runs, every new measurement of each characteristic is added to running sums (count,
-sum and sum of squares around the first value, min, max, out-of-spec count, sum of moving ranges).
-When the lot tag changes, a ``lot_result`` document goes out with, per characteristic: n, mean,
-standard deviation (n - 1), min, max, out-of-spec count, Cpk from the within-lot sigma (mean
-moving range / 1.128) and Ppk from the overall sigma; and the lot's decision: *reject* when a
-characteristic's out-of-spec fraction exceeds `reject_out_of_spec_fraction`, *hold* when a
-Cpk is below `hold_cpk_below`, else *accept*.
+Measurements come from measurement tags (every good sample with a new timestamp is one
+measurement) or from a PLC ring buffer (see :mod:`gateway.processors.measurements`). Every
+characteristic runs a control chart (:class:`~gateway.processors.spc.ControlCharts`): a run of
+violations of a configured Nelson rule raises one ``spc_alarm`` document where it starts.
+
+With a lot tag (``type: lot_quality``), each lot's measurements are also summed per
+characteristic (count, sum and sum of squares around the first value, min, max, out-of-spec
+count, moving ranges or subgroup ranges, rule violations). When the lot tag changes, a
+``lot_result`` goes out with, per characteristic: n, mean, standard deviation (n - 1), min, max,
+out-of-spec count, Cpk from the within-lot sigma (MR̄/1.128, or R̄/d₂ for subgroups), Ppk from the
+overall sigma, and the points violating each rule; and the lot's decision: *reject* when a
+characteristic's out-of-spec fraction exceeds `reject_out_of_spec_fraction`, *hold* when a Cpk is
+below `hold_cpk_below` or a point violated a rule of `hold_on_rules`, else *accept*. A batch's
+measurements belong to the lot in force before a lot change in the same batch (the PLC changes
+the lot between parts).
 """
 
 from __future__ import annotations
@@ -16,24 +24,39 @@ __all__ = ["LotQualityProcessor"]
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from hashlib import sha256
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from gateway.batch import SampleBatch
-from gateway.config.processors import CharacteristicConfig, LotQualityConfig
+from gateway.batch import SampleBatch, now_ns
+from gateway.config.processors import (
+    CharacteristicConfig,
+    LotQualityConfig,
+    SpcConfig,
+)
 from gateway.documents import Document, DocumentKind, idempotency_key
-from gateway.processors.measurements import RingReader, ScalarReader
+from gateway.processors.measurements import RingReader
+from gateway.processors.nelson import RULES
+from gateway.processors.relevance import Relevance
+from gateway.processors.spc import (
+    D2,
+    ChartSpec,
+    ChartState,
+    ChartUpdate,
+    ControlCharts,
+    capability,
+)
 from gateway.processors.timefmt import iso_utc
 from gateway.quality import is_good
 from gateway.tags import TagTable
 
-_D2_INDIVIDUALS = 1.128
-
 
 @dataclass
 class _Sums:
+    """One characteristic's running statistics within the current lot."""
+
     n: int = 0
     shift: float = 0.0
     total: float = 0.0
@@ -43,6 +66,9 @@ class _Sums:
     out_of_spec: int = 0
     moving_range: float = 0.0
     last: float | None = None
+    range_sum: float = 0.0
+    ranges: int = 0
+    violations: list[int] = field(default_factory=lambda: [0] * 8)
 
     def add(self, values: NDArray[np.float64], lsl: float | None, usl: float | None) -> None:
         if len(values) == 0:
@@ -52,17 +78,19 @@ class _Sums:
         centred = values - self.shift
         self.n += len(values)
         self.total += float(centred.sum())
-        self.squares += float((centred * centred).sum())
+        self.squares += float(np.dot(centred, centred))
         self.low = min(self.low, float(values.min()))
         self.high = max(self.high, float(values.max()))
-        outside = np.zeros(len(values), bool)
+        outside = 0
         if lsl is not None:
-            outside |= values < lsl
+            outside += int(np.count_nonzero(values < lsl))
         if usl is not None:
-            outside |= values > usl
-        self.out_of_spec += int(outside.sum())
-        chain = values if self.last is None else np.concatenate(([self.last], values))
-        self.moving_range += float(np.abs(np.diff(chain)).sum())
+            outside += int(np.count_nonzero(values > usl))
+        self.out_of_spec += outside
+        steps = np.abs(np.diff(values))
+        self.moving_range += float(steps.sum())
+        if self.last is not None:
+            self.moving_range += abs(float(values[0]) - self.last)
         self.last = float(values[-1])
 
     def summary(self, spec: CharacteristicConfig) -> dict[str, Any]:
@@ -70,7 +98,10 @@ class _Sums:
         mean = self.shift + self.total / n if n else math.nan
         variance = (self.squares - self.total * self.total / n) / (n - 1) if n > 1 else math.nan
         std = math.sqrt(max(variance, 0.0)) if n > 1 else math.nan
-        sigma_within = self.moving_range / (n - 1) / _D2_INDIVIDUALS if n > 1 else math.nan
+        if spec.subgroup > 1 and self.ranges:
+            sigma_within = self.range_sum / self.ranges / D2[spec.subgroup]
+        else:
+            sigma_within = self.moving_range / (n - 1) / D2[2] if n > 1 else math.nan
         return {
             "name": spec.name,
             "unit": spec.unit,
@@ -83,20 +114,14 @@ class _Sums:
             "lsl": spec.lsl,
             "usl": spec.usl,
             "nominal": spec.nominal,
-            "cpk": _num(_capability(mean, sigma_within, spec)),
-            "ppk": _num(_capability(mean, std, spec)),
+            "subgroup": spec.subgroup,
+            "cpk": _num(capability(mean, sigma_within, spec.lsl, spec.usl)[1]),
+            "ppk": _num(capability(mean, std, spec.lsl, spec.usl)[1]),
+            "violations": {str(r): self.violations[r - 1] for r in range(1, 9)},
         }
 
 
-def _capability(mean: float, sigma: float, spec: CharacteristicConfig) -> float:
-    if math.isnan(mean) or math.isnan(sigma) or sigma <= 0:
-        return math.nan
-    sides = []
-    if spec.usl is not None:
-        sides.append((spec.usl - mean) / (3 * sigma))
-    if spec.lsl is not None:
-        sides.append((mean - spec.lsl) / (3 * sigma))
-    return min(sides) if sides else math.nan
+_SHIFTS = np.arange(8, dtype=np.uint8)
 
 
 def _num(value: float) -> float | None:
@@ -112,57 +137,122 @@ class _State:
     start_ns: int = 0
     sequence: int = 0
     sums: list[_Sums] = field(default_factory=list)
+    last_ns: list[int] = field(default_factory=list)
+    """Per characteristic: the newest measurement timestamp taken (measurement-tag mode)."""
     readers: list[dict[str, Any]] = field(default_factory=list)
+    """Ring readers' positions (ring mode), by characteristic index as a string key."""
+
+
+def _chart_spec(spec: CharacteristicConfig) -> ChartSpec:
+    limits = spec.control_limits
+    if limits is None:
+        return ChartSpec(spec.subgroup, spec.baseline)
+    if limits.sigma is not None:
+        return ChartSpec(
+            spec.subgroup, spec.baseline, limits.center, limits.sigma / math.sqrt(spec.subgroup)
+        )
+    assert limits.ucl is not None and limits.lcl is not None
+    center = limits.center if limits.center is not None else (limits.ucl + limits.lcl) / 2
+    return ChartSpec(spec.subgroup, spec.baseline, center, (limits.ucl - limits.lcl) / 6)
 
 
 class LotQualityProcessor:
-    """One machine's lot quality results."""
+    """One machine's control charts, SPC alarms and (with a lot tag) lot results."""
 
-    def __init__(self, config: LotQualityConfig, table: TagTable, gateway_id: str) -> None:
+    def __init__(
+        self, config: LotQualityConfig | SpcConfig, table: TagTable, gateway_id: str
+    ) -> None:
         self.name = config.key
         self._config = config
         self._gateway = gateway_id
-        self._lot_tag = table.index(config.lot)
+        self._with_lots = isinstance(config, LotQualityConfig)
+        self._specs = tuple(config.characteristics)
+        self._lot_tag = table.index(config.lot) if config.lot else -1
         self._order_tag = table.index(config.order) if config.order else -1
         self._material_tag = table.index(config.material) if config.material else -1
-        self._readers: list[RingReader | ScalarReader] = []
-        for spec in config.characteristics:
+        self._rings: dict[int, RingReader] = {}
+        self._chart_of_tag = np.full(len(table), -1, np.intp)
+        for index, spec in enumerate(self._specs):
             if spec.sequence:
-                self._readers.append(
-                    RingReader(table.indices(spec.values), table.index(spec.sequence), len(table))
+                self._rings[index] = RingReader(
+                    table.indices(spec.values), table.index(spec.sequence), len(table)
                 )
             else:
-                self._readers.append(ScalarReader(table.index(spec.values)))
+                self._chart_of_tag[table.index(spec.values)] = index
+        self._scalar = bool((self._chart_of_tag >= 0).any())
+        self._relevant = self._chart_of_tag >= 0
+        for ring_index in self._rings:
+            spec = self._specs[ring_index]
+            self._relevant[table.indices(spec.values)] = True
+            assert spec.sequence is not None
+            self._relevant[table.index(spec.sequence)] = True
+        for tag in (self._lot_tag, self._order_tag, self._material_tag):
+            if tag >= 0:
+                self._relevant[tag] = True
+        self._relevance = Relevance(table, self._relevant)
+        self._charts = ControlCharts([_chart_spec(s) for s in self._specs])
+        self._alarm_mask = np.array(
+            [sum(1 << (r - 1) for r in set(spec.rules)) for spec in self._specs], np.uint8
+        )
+        self._alarm_static = [
+            (
+                # idempotency_key(gateway, machine, name, "spc", rule, point), prefix joined once
+                "\x1f".join((gateway_id, config.machine, spec.name, "spc")),
+                f"{config.machine}/{spec.name}",
+                spec.name,
+                spec.unit,
+                spec.subgroup,
+                spec.nominal,
+                spec.lsl,
+                spec.usl,
+            )
+            for spec in self._specs
+        ]
+        self._hold_rules = (
+            [r - 1 for r in config.hold_on_rules] if isinstance(config, LotQualityConfig) else []
+        )
         self._committed = self._fresh_state()
-        self._pending: _State | None = None
+        self._charts_committed = self._charts.fresh_state()
+        self._pending: tuple[_State, ChartState] | None = None
         self._now_ns = 0
         self._saved_ns = 0
 
     def _fresh_state(self) -> _State:
-        return _State(sums=[_Sums() for _ in self._config.characteristics])
+        return _State(sums=self._fresh_sums(), last_ns=[0] * len(self._specs), readers=[])
+
+    def _fresh_sums(self) -> list[_Sums]:
+        """Lot statistics per characteristic (none without lots)."""
+        return [_Sums() for _ in self._specs] if self._with_lots else []
 
     # --- the Processor protocol ---
 
     def ingest(self, batch: SampleBatch) -> list[Document]:
+        if not self._relevance.concerns(batch):
+            self._pending = None
+            return []
         self._now_ns = batch.received_ns
         state = _copy(self._committed)
-        self._pending = state
-        for reader, sums, spec in zip(
-            self._readers, state.sums, self._config.characteristics, strict=True
-        ):
-            sums.add(reader.read(batch), spec.lsl, spec.usl)
-        state.readers = [_reader_state(r) for r in self._readers]
-        documents: list[Document] = []
+        charts = self._charts_committed.copy()
+        self._pending = (state, charts)
         good = is_good(batch.quality)
+        chart, values, stamps = self._measurements(state, batch, good)
+        documents: list[Document] = []
+        if len(chart):
+            update = self._charts.ingest(charts, chart, values, stamps)
+            if len(update):
+                documents += self._alarms(state, charts, update)
+                if self._with_lots:
+                    self._add_to_lot(state, chart, values, update)
+        state.readers = [_reader_state(self._rings[i]) for i in sorted(self._rings)]
         order = self._text(batch, self._order_tag, good)
         material = self._text(batch, self._material_tag, good)
         lot = self._text(batch, self._lot_tag, good)
         stamp = int(batch.timestamps.max()) if len(batch) else batch.received_ns
         if lot is not None and lot != state.lot:
-            if state.known:
+            if state.known and self._with_lots:
                 documents += self._close(state, stamp)
             state.lot, state.known, state.start_ns = lot, True, stamp
-            state.sums = [_Sums() for _ in self._config.characteristics]
+            state.sums = self._fresh_sums()
             if order is None:
                 order = state.order
         if order is not None:
@@ -173,35 +263,182 @@ class LotQualityProcessor:
 
     @property
     def needs_checkpoint(self) -> bool:
-        return self._pending is not None and self._now_ns - self._saved_ns >= 5_000_000_000
+        interval_ns = int(self._config.checkpoint_interval * 1e9)
+        return self._pending is not None and self._now_ns - self._saved_ns >= interval_ns
 
     def snapshot(self) -> Mapping[str, Any]:
-        state = self._pending or self._committed
+        state, charts = self._pending or (self._committed, self._charts_committed)
         self._saved_ns = self._now_ns
-        return asdict(state)
+        return {**asdict(state), "charts": charts.as_dict()}
 
     def commit(self) -> None:
         if self._pending is not None:
-            self._committed = self._pending
+            self._committed, self._charts_committed = self._pending
             self._pending = None
 
     def rollback(self) -> None:
         if self._pending is not None:
-            for reader, saved in zip(self._readers, self._committed.readers, strict=False):
-                _restore_reader(reader, saved)
+            self._restore_readers(self._committed)
         self._pending = None
 
     def restore(self, state: Mapping[str, Any]) -> None:
         sums = [_Sums(**s) for s in state.get("sums", [])]
-        if len(sums) != len(self._config.characteristics):
-            sums = [_Sums() for _ in self._config.characteristics]
+        if len(sums) != len(self._fresh_sums()):
+            sums = self._fresh_sums()
         fields = {k: v for k, v in state.items() if k in _State.__dataclass_fields__}
         fields["sums"] = sums
+        last_ns = [int(t) for t in state.get("last_ns", [])]
+        fields["last_ns"] = last_ns if len(last_ns) == len(self._specs) else [0] * len(self._specs)
         self._committed = _State(**fields)
-        for reader, saved in zip(self._readers, self._committed.readers, strict=False):
-            _restore_reader(reader, saved)
+        self._charts_committed = ChartState.from_dict(state.get("charts", {}), self._charts.specs)
+        self._restore_readers(self._committed)
 
     # --- the work ---
+
+    def _measurements(
+        self, state: _State, batch: SampleBatch, good: NDArray[np.bool_]
+    ) -> tuple[NDArray[np.intp], NDArray[np.float64], NDArray[np.int64]]:
+        """New measurements: (characteristic, value, timestamp), in time order per one."""
+        charts: list[NDArray[np.intp]] = []
+        values: list[NDArray[np.float64]] = []
+        stamps: list[NDArray[np.int64]] = []
+        if self._scalar:
+            chart = self._chart_of_tag[batch.tags]
+            valid = chart >= 0
+            valid &= good
+            valid &= batch.values == batch.values  # not NaN
+            values_in, row_ns = batch.values, batch.timestamps
+            if not valid.all():
+                rows = np.flatnonzero(valid)
+                chart, values_in, row_ns = chart[rows], values_in[rows], row_ns[rows]
+            if len(chart):
+                last = np.asarray(state.last_ns, np.int64)
+                fresh = row_ns > last[chart]
+                if not fresh.all():
+                    chart, values_in, row_ns = chart[fresh], values_in[fresh], row_ns[fresh]
+                if len(chart):
+                    np.maximum.at(last, chart, row_ns)
+                    state.last_ns = last.tolist()
+                    if not batch.unique_tags and (row_ns[1:] < row_ns[:-1]).any():
+                        order = np.argsort(row_ns, kind="stable")
+                        chart, values_in, row_ns = chart[order], values_in[order], row_ns[order]
+                    charts.append(chart)
+                    values.append(values_in)
+                    stamps.append(row_ns)
+        stamp = int(batch.timestamps.max()) if len(batch) else batch.received_ns
+        for index, reader in self._rings.items():
+            found = reader.read(batch)
+            if len(found):
+                charts.append(np.full(len(found), index, np.intp))
+                values.append(found)
+                stamps.append(np.full(len(found), stamp, np.int64))
+        if not charts:
+            return np.empty(0, np.intp), np.empty(0), np.empty(0, np.int64)
+        if len(charts) == 1:
+            return charts[0], values[0], stamps[0]
+        return np.concatenate(charts), np.concatenate(values), np.concatenate(stamps)
+
+    def _alarms(self, state: _State, charts: ChartState, update: ChartUpdate) -> list[Document]:
+        starts = update.starts & self._alarm_mask[update.chart]
+        flagged = np.flatnonzero(starts)
+        if not len(flagged):
+            return []
+        # (point, rule) pairs: in time order per characteristic, then by rule
+        per_rule = (starts[flagged, None] >> _SHIFTS) & 1
+        which, rule_rows = np.nonzero(per_rule)
+        points = flagged[which]
+        chart = update.chart[points]
+        center, sigma = charts.center[chart], charts.sigma[chart]
+        times = np.datetime_as_string(update.stamp_ns[points].view("datetime64[ns]"), unit="ms")
+        machine = self._config.machine
+        kind = DocumentKind.SPC_ALARM.value
+        created = now_ns()
+        # per characteristic, the body with its fixed fields (in the declared order); each
+        # alarm copies it and sets the rest (a dict copy is cheaper than a 21-key literal)
+        templates: dict[int, tuple[dict[str, Any], str, str]] = {}
+        documents = []
+        for c, rule, index, value, cl, s, time in zip(
+            chart.tolist(),
+            (rule_rows + 1).tolist(),
+            update.index[points].tolist(),
+            update.value[points].tolist(),
+            center.tolist(),
+            sigma.tolist(),
+            times.tolist(),
+            strict=True,
+        ):
+            cached = templates.get(c)
+            if cached is None:
+                cached = templates[c] = (
+                    self._alarm_template(state, c),
+                    *self._alarm_static[c][:2],
+                )
+            template, prefix, ordering = cached
+            # = idempotency_key(gateway, machine, characteristic, "spc", rule, index)
+            key = sha256(f"{prefix}\x1f{rule}\x1f{index}".encode()).hexdigest()[:32]
+            body = template.copy()
+            body["rule"] = rule
+            body["rule_name"] = RULES[rule]
+            body["point"] = index
+            body["value"] = value
+            body["cl"] = cl
+            body["ucl"] = cl + 3 * s
+            body["lcl"] = cl - 3 * s
+            body["sigma"] = s
+            body["time"] = time + "Z"
+            body["idempotency_key"] = key
+            documents.append(Document(kind, key, machine, body, ordering, created))
+        return documents
+
+    def _alarm_template(self, state: _State, c: int) -> dict[str, Any]:
+        _, _, name, unit, subgroup, nominal, lsl, usl = self._alarm_static[c]
+        return {
+            "gateway": self._gateway,
+            "machine": self._config.machine,
+            "characteristic": name,
+            "unit": unit,
+            "rule": 0,
+            "rule_name": "",
+            "point": 0,
+            "value": 0.0,
+            "cl": 0.0,
+            "ucl": 0.0,
+            "lcl": 0.0,
+            "sigma": 0.0,
+            "subgroup": subgroup,
+            "time": "",
+            "lot": state.lot,
+            "order": state.order,
+            "material": state.material,
+            "nominal": nominal,
+            "lsl": lsl,
+            "usl": usl,
+            "idempotency_key": "",
+        }
+
+    def _add_to_lot(
+        self,
+        state: _State,
+        chart: NDArray[np.intp],
+        values: NDArray[np.float64],
+        update: ChartUpdate,
+    ) -> None:
+        violations = np.zeros((len(self._specs), 8), np.int64)
+        flagged = np.flatnonzero(update.bits)
+        if len(flagged):
+            per_rule = ((update.bits[flagged, None] >> _SHIFTS) & 1).astype(np.int64)
+            np.add.at(violations, update.chart[flagged], per_rule)
+        for c, spec in enumerate(self._specs):
+            sums = state.sums[c]
+            mine = chart == c
+            if mine.any():
+                sums.add(values[mine], spec.lsl, spec.usl)
+            if spec.subgroup > 1:
+                ranges = update.ranges[update.chart == c]
+                sums.range_sum += float(ranges.sum())
+                sums.ranges += len(ranges)
+            if violations[c].any():
+                sums.violations = (np.asarray(sums.violations) + violations[c]).tolist()
 
     @staticmethod
     def _text(batch: SampleBatch, tag: int, good: NDArray[np.bool_]) -> str | None:
@@ -211,16 +448,17 @@ class LotQualityProcessor:
         if len(rows) == 0:
             return None
         value = batch.value_of(int(rows[-1]))
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
         return "" if value is None else str(value).strip()
 
     def _close(self, state: _State, end_ns: int) -> list[Document]:
         if not state.lot or not any(s.n for s in state.sums):
             return []
         characteristics = [
-            sums.summary(spec)
-            for sums, spec in zip(state.sums, self._config.characteristics, strict=True)
+            sums.summary(spec) for sums, spec in zip(state.sums, self._specs, strict=True)
         ]
-        decision = self._decide(characteristics)
+        decision, reasons = self._decide(characteristics)
         state.sequence += 1
         key = idempotency_key(self._gateway, self._config.machine, "lot", state.lot, state.sequence)
         body = {
@@ -233,6 +471,7 @@ class LotQualityProcessor:
             "end": iso_utc(end_ns),
             "characteristics": characteristics,
             "decision": decision,
+            "reasons": reasons,
             "idempotency_key": key,
         }
         return [
@@ -241,14 +480,33 @@ class LotQualityProcessor:
             )
         ]
 
-    def _decide(self, characteristics: list[dict[str, Any]]) -> str:
+    def _decide(self, characteristics: list[dict[str, Any]]) -> tuple[str, list[str]]:
+        config = self._config
+        assert isinstance(config, LotQualityConfig)
+        rejects = [
+            f"{c['name']}: {c['out_of_spec']} of {c['n']} out of specification"
+            for c in characteristics
+            if c["n"] and c["out_of_spec"] / c["n"] > config.reject_out_of_spec_fraction
+        ]
+        if rejects:
+            return "reject", rejects
+        holds = [
+            f"{c['name']}: Cpk {c['cpk']} below {config.hold_cpk_below}"
+            for c in characteristics
+            if c["cpk"] is not None and c["cpk"] < config.hold_cpk_below
+        ]
         for c in characteristics:
-            if c["n"] and c["out_of_spec"] / c["n"] > self._config.reject_out_of_spec_fraction:
-                return "reject"
-        for c in characteristics:
-            if c["cpk"] is not None and c["cpk"] < self._config.hold_cpk_below:
-                return "hold"
-        return "accept"
+            for row in self._hold_rules:
+                count = c["violations"][str(row + 1)]
+                if count:
+                    holds.append(f"{c['name']}: Nelson rule {row + 1} at {count} points")
+        return ("hold", holds) if holds else ("accept", [])
+
+    def _restore_readers(self, state: _State) -> None:
+        for index, saved in zip(sorted(self._rings), state.readers, strict=False):
+            reader = self._rings[index]
+            reader.last_sequence = saved.get("last_sequence")
+            reader.missed = int(saved.get("missed", 0))
 
 
 def _copy(state: _State) -> _State:
@@ -260,19 +518,10 @@ def _copy(state: _State) -> _State:
         state.start_ns,
         state.sequence,
         [_Sums(**asdict(s)) for s in state.sums],
+        list(state.last_ns),
         list(state.readers),
     )
 
 
-def _reader_state(reader: RingReader | ScalarReader) -> dict[str, Any]:
-    if isinstance(reader, RingReader):
-        return {"last_sequence": reader.last_sequence, "missed": reader.missed}
-    return {"last_ns": reader.last_ns}
-
-
-def _restore_reader(reader: RingReader | ScalarReader, saved: Mapping[str, Any]) -> None:
-    if isinstance(reader, RingReader):
-        reader.last_sequence = saved.get("last_sequence")
-        reader.missed = int(saved.get("missed", 0))
-    else:
-        reader.last_ns = int(saved.get("last_ns", 0))
+def _reader_state(reader: RingReader) -> dict[str, Any]:
+    return {"last_sequence": reader.last_sequence, "missed": reader.missed}

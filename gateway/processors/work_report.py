@@ -3,19 +3,24 @@
 A *segment* is a stretch of production with one identity (order, operation, material, lot). The
 configured triggers close it and emit a completion with the good, scrap and rework parts counted
 in it: an order change (the completion is *final*), a lot change, a full container (exactly
-`container_quantity` good parts; the rest carries over), or a request (:meth:`request_completion`).
+`container_quantity` good parts; the rest carries over), a shift end (from the shift calendar,
+at the shift's end time), or a request (:meth:`request_completion`).
 
 Within a batch, samples are taken in time order; at equal timestamps counter samples come before
-order/lot changes, because a machine finishes its old order before it switches. A segment with an
-empty order number collects parts made without an order: they are counted in a warning metric and
-not reported to ERP.
+order/lot changes, because a machine finishes its old order before it switches. A counter sample
+taken exactly at a shift's end belongs to that shift. Time is the samples' own timestamps (the
+latest one seen in any batch), never the wall clock, so a replay of recorded data gives the same
+documents. A segment with an empty order number collects parts made without an order: they are
+counted in a warning metric and not reported to ERP.
+
+The hot path is vectorised: counter deltas and their attribution to segments are array
+operations, identity tags are compared as arrays and only their changes are looked at one by one.
 """
 
 from __future__ import annotations
 
 __all__ = ["WorkReportProcessor"]
 
-import copy
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -25,14 +30,19 @@ from numpy.typing import NDArray
 
 from gateway.batch import SampleBatch
 from gateway.config.processors import Trigger, WorkReportConfig
+from gateway.config.shifts import ShiftCalendarConfig
 from gateway.documents import Document, DocumentKind, idempotency_key
 from gateway.processors.counters import counter_deltas, default_rollover
+from gateway.processors.relevance import Relevance
+from gateway.processors.shifts import ShiftCalendar
 from gateway.processors.timefmt import iso_utc
+from gateway.quality import is_good
 from gateway.tags import TagTable
 
 COUNTERS = ("good", "scrap", "rework")
 IDENTITY = ("order", "operation", "material", "lot")
 _IDENTITY_ROLE = len(COUNTERS)
+_ORDER, _LOT = IDENTITY.index("order"), IDENTITY.index("lot")
 
 
 @dataclass
@@ -50,16 +60,38 @@ class _State:
     containers: int = 0
     unassigned: int = 0
     saved_ns: int = 0
+    clock_ns: int = 0
+    """The latest sample timestamp seen: shift ends up to here are done."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    """Something that happens between two rows of the sorted batch."""
+
+    position: int
+    """Rows before this index come before the event."""
+    stamp: int
+    identity: list[str] | None
+    """The identity after an identity change; None for a shift end."""
+    closing: frozenset[int]
+    """Identity fields whose change closes the segment."""
 
 
 class WorkReportProcessor:
     """One machine's work reports. See the module docstring for the rules."""
 
-    def __init__(self, config: WorkReportConfig, table: TagTable, gateway_id: str) -> None:
+    def __init__(
+        self,
+        config: WorkReportConfig,
+        table: TagTable,
+        gateway_id: str,
+        shifts: ShiftCalendarConfig | ShiftCalendar | None = None,
+    ) -> None:
         self.name = config.key
         self._config = config
         self._gateway = gateway_id
         self._work_center = config.work_center or config.machine
+        self._calendar = shifts if isinstance(shifts, ShiftCalendar) else ShiftCalendar(shifts)
         self._role = np.full(len(table), -1, np.int8)
         self._rollover: list[int | None] = [None, None, None]
         for role, field_name in enumerate(COUNTERS):
@@ -69,18 +101,26 @@ class WorkReportProcessor:
             index = table.index(counter.tag)
             self._role[index] = role
             self._rollover[role] = counter.rollover or default_rollover(table[index].type)
+        self._identity_numeric = [False] * len(IDENTITY)
+        self._identity_fields = [i for i, f in enumerate(IDENTITY) if getattr(config, f)]
+        self._counter_roles = [i for i, f in enumerate(COUNTERS) if getattr(config, f)]
+        self._roles_used = self._counter_roles + [_IDENTITY_ROLE + i for i in self._identity_fields]
         for offset, field_name in enumerate(IDENTITY):
             tag_id = getattr(config, field_name)
             if tag_id is not None:
-                self._role[table.index(tag_id)] = _IDENTITY_ROLE + offset
-        self._closing = (
-            {IDENTITY.index("order")} if Trigger.ORDER_CHANGE in config.triggers else set()
-        )
+                index = table.index(tag_id)
+                self._role[index] = _IDENTITY_ROLE + offset
+                self._identity_numeric[offset] = table[index].type.is_numeric
+        self._closing = {_ORDER} if Trigger.ORDER_CHANGE in config.triggers else set()
         if Trigger.LOT_CHANGE in config.triggers:
-            self._closing.add(IDENTITY.index("lot"))
+            self._closing.add(_LOT)
         self._container = (
             config.container_quantity if Trigger.CONTAINER_FULL in config.triggers else None
         )
+        self._relevance = Relevance(table, self._role >= 0)
+        self._shift_end = Trigger.SHIFT_END in config.triggers
+        self._next_end_ns = 0
+        """Cache: the first shift end after the committed clock (0 = not computed)."""
         self._committed = _State()
         self._pending: _State | None = None
         self._requested = False
@@ -90,20 +130,29 @@ class WorkReportProcessor:
     # --- the Processor protocol ---
 
     def ingest(self, batch: SampleBatch) -> list[Document]:
-        roles = self._role[batch.tags]
-        rows = np.flatnonzero(roles >= 0)
-        if len(rows) == 0 and not self._requested:
+        shift_due = False
+        if self._shift_end and len(batch) and self._committed.known:
+            if not self._next_end_ns:
+                self._next_end_ns = self._calendar.next_end_after(self._committed.clock_ns)
+            shift_due = int(batch.timestamps.max()) >= self._next_end_ns
+        if not (shift_due or self._requested or self._relevance.concerns(batch)):
             self._pending = None
             return []
-        state = copy.deepcopy(self._committed)
+        roles = self._role[batch.tags]
+        mine = roles >= 0
+        rows: NDArray[np.intp] | None = None  # None: every row is one of ours
+        if not mine.all():
+            rows = np.flatnonzero(mine)
+            roles = roles[rows]
+        state = _copy(self._committed)
         self._pending = state
         documents: list[Document] = []
         now = self._now_ns = batch.received_ns
-        if len(rows):
-            documents += self._apply(state, batch, rows, roles[rows])
+        if len(roles) or shift_due:
+            documents += self._apply(state, batch, rows, roles)
         if self._requested:
             self._requested = False
-            documents += self._close(state, now, "request", final=False)
+            documents += self._close(state, max(now, state.clock_ns), "request", final=False)
         return documents
 
     @property
@@ -124,6 +173,8 @@ class WorkReportProcessor:
     def commit(self) -> None:
         if self._pending is not None:
             self._committed = self._pending
+            if self._committed.clock_ns >= self._next_end_ns:
+                self._next_end_ns = 0
             self._pending = None
         self._noticed.pop("checkpoint_now", None)
 
@@ -134,6 +185,7 @@ class WorkReportProcessor:
         fields = {k: v for k, v in state.items() if k in _State.__dataclass_fields__}
         self._committed = _State(**fields)
         self._pending = None
+        self._next_end_ns = 0
 
     # --- API ---
 
@@ -149,78 +201,146 @@ class WorkReportProcessor:
     # --- the work ---
 
     def _apply(
-        self, state: _State, batch: SampleBatch, rows: NDArray[np.intp], roles: NDArray[np.int8]
+        self,
+        state: _State,
+        batch: SampleBatch,
+        rows: NDArray[np.intp] | None,
+        roles: NDArray[np.int8],
     ) -> list[Document]:
-        stamps = batch.timestamps[rows]
+        stamps = batch.timestamps if rows is None else batch.timestamps[rows]
         is_identity = roles >= _IDENTITY_ROLE
-        order = np.lexsort((is_identity, stamps))
-        rows, roles, stamps, is_identity = (
-            rows[order],
-            roles[order],
-            stamps[order],
-            is_identity[order],
-        )
-        # 1. where the identity changes (few rows: a Python loop is fine)
-        boundaries: list[tuple[int, int, list[str], set[int]]] = []
-        identity = list(state.identity)
+        if len(roles) > 1 and (
+            (stamps[1:] < stamps[:-1]).any()
+            or (is_identity[:-1] & ~is_identity[1:] & (stamps[1:] == stamps[:-1])).any()
+        ):
+            order = np.lexsort((is_identity, stamps))
+            rows = order if rows is None else rows[order]
+            roles, stamps = roles[order], stamps[order]
         known = state.known
-        for position in np.flatnonzero(is_identity):
-            row = rows[position]
-            if batch.quality[row] >> 14:
-                continue  # not good: keep the last known identity
-            value = batch.value_of(int(row))
-            text = "" if value is None else _text(value)
-            field_index = int(roles[position]) - _IDENTITY_ROLE
-            if text == identity[field_index]:
-                continue
-            identity[field_index] = text
-            if not known:
-                continue
-            closing = {field_index} & self._closing
-            boundaries.append((int(position), int(stamps[position]), list(identity), closing))
-        # 2. parts per counter sample, then per segment between boundaries
-        positions = np.array([b[0] for b in boundaries], np.intp)
-        segment_parts = np.zeros((len(boundaries) + 1, len(COUNTERS)), np.int64)
-        for role in range(len(COUNTERS)):
-            mine = np.flatnonzero(roles == role)
+        start_clock = state.clock_ns
+        if len(stamps):
+            state.clock_ns = max(state.clock_ns, int(stamps[-1]))
+        if self._shift_end:
+            state.clock_ns = max(state.clock_ns, int(batch.timestamps.max()))
+        # the positions of each role's rows, in time order
+        of_role: dict[int, NDArray[np.intp]] = {
+            role: np.flatnonzero(roles == role) for role in self._roles_used
+        }
+        # 1. events: identity changes and shift ends, in row order
+        events, identity = self._identity_events(state, batch, rows, of_role, stamps, known)
+        if self._shift_end and known:
+            for shift in self._calendar.ended_between(start_clock, state.clock_ns):
+                position = int(np.searchsorted(stamps, shift.end_ns, side="right"))
+                events.append(_Event(position, shift.end_ns, None, frozenset()))
+            events.sort(key=lambda e: (e.position, e.stamp))
+        # 2. parts per counter sample, then per segment between events
+        positions = np.array([e.position for e in events], np.intp)
+        segment_parts = np.zeros((len(events) + 1, len(COUNTERS)), np.int64)
+        for role in self._counter_roles:
+            mine = of_role[role]
             if len(mine) == 0:
                 continue
             result = counter_deltas(
-                batch.values[rows[mine]], state.last_raw[role], self._rollover[role]
+                batch.values[mine if rows is None else rows[mine]],
+                state.last_raw[role],
+                self._rollover[role],
             )
             state.last_raw[role] = result.last
             if result.resets or result.rollovers:
                 self._notice("counter_reset", result.resets)
                 self._notice("counter_rollover", result.rollovers)
                 self._noticed["checkpoint_now"] = 1
+            if not events:
+                segment_parts[0, role] = int(result.deltas.sum())
+                continue
             segment = np.searchsorted(positions, mine, side="right")
             segment_parts[:, role] = np.bincount(
-                segment, weights=result.deltas, minlength=len(boundaries) + 1
+                segment, weights=result.deltas, minlength=len(events) + 1
             ).astype(np.int64)
         # 3. walk the segments
         if not state.known:
+            if len(stamps) == 0:
+                return []
             state.known = True
-            state.identity = identity if not boundaries else state.identity
+            state.identity = identity
             state.start_ns = int(stamps[0])
         documents: list[Document] = []
-        end_ns = int(stamps[-1])
+        end_ns = int(stamps[-1]) if len(stamps) else state.clock_ns
         for index, parts in enumerate(segment_parts):
             for role in range(len(COUNTERS)):
                 state.counts[role] += int(parts[role])
-            documents += self._fill_containers(state, end_ns)
-            if index < len(boundaries):
-                _, stamp, new_identity, closing = boundaries[index]
-                if closing:
-                    final = IDENTITY.index("order") in closing
-                    trigger = "order_change" if final else "lot_change"
-                    documents += self._close(state, stamp, trigger, final=final)
-                    state.start_ns = stamp
-                    if IDENTITY.index("lot") in closing or final:
-                        state.containers = 0
-                    if final:
-                        state.order_documents = 0
-                state.identity = new_identity
+            if index == len(events):
+                documents += self._fill_containers(state, end_ns)
+                break
+            event = events[index]
+            documents += self._fill_containers(state, event.stamp)
+            if event.identity is None:
+                documents += self._close(state, event.stamp, "shift_end", final=False)
+                state.start_ns = event.stamp
+                continue
+            if event.closing:
+                final = _ORDER in event.closing
+                trigger = "order_change" if final else "lot_change"
+                documents += self._close(state, event.stamp, trigger, final=final)
+                state.start_ns = event.stamp
+                if _LOT in event.closing or final:
+                    state.containers = 0
+                if final:
+                    state.order_documents = 0
+            state.identity = event.identity
         return documents
+
+    def _identity_events(
+        self,
+        state: _State,
+        batch: SampleBatch,
+        rows: NDArray[np.intp] | None,
+        of_role: dict[int, NDArray[np.intp]],
+        stamps: NDArray[np.int64],
+        known: bool,
+    ) -> tuple[list[_Event], list[str]]:
+        """Identity changes (vectorised compare; only the changes are looked at one by one)."""
+        identity = list(state.identity)
+        candidates: list[tuple[int, int]] = []  # (position, field)
+        any_bad = bool(batch.quality.any())
+        for offset in self._identity_fields:
+            mine = of_role[_IDENTITY_ROLE + offset]
+            at = mine if rows is None else rows[mine]
+            if any_bad:
+                good = is_good(batch.quality[at])
+                mine, at = mine[good], at[good]
+            if len(mine) == 0:
+                continue
+            if self._identity_numeric[offset] or batch.objects is None:
+                keys: NDArray[Any] = batch.values[at]
+                both_nan = np.isnan(keys[1:]) & np.isnan(keys[:-1])
+                changed = ~((keys[1:] == keys[:-1]) | both_nan)
+            else:
+                keys = batch.objects[at]
+                changed = keys[1:] != keys[:-1]
+            picks = np.concatenate(([0], np.flatnonzero(changed) + 1))
+            candidates += [(int(mine[p]), offset) for p in picks.tolist()]
+        candidates.sort()
+        if not known:
+            # the first batch ever: each field's first value is where we start (no event)
+            first: dict[int, int] = {}
+            for position, offset in candidates:
+                first.setdefault(offset, position)
+            for offset, position in first.items():
+                value = batch.value_of(int(position if rows is None else rows[position]))
+                identity[offset] = "" if value is None else _text(value)
+            start = list(identity)
+            candidates = [(p, o) for p, o in candidates if first[o] != p]
+        events: list[_Event] = []
+        for position, offset in candidates:
+            value = batch.value_of(int(position if rows is None else rows[position]))
+            text = "" if value is None else _text(value)
+            if text == identity[offset]:
+                continue
+            identity[offset] = text
+            closing = frozenset({offset} & self._closing)
+            events.append(_Event(position, int(stamps[position]), list(identity), closing))
+        return events, (identity if known else start)
 
     def _fill_containers(self, state: _State, stamp: int) -> list[Document]:
         if self._container is None:
@@ -251,6 +371,7 @@ class WorkReportProcessor:
         key = idempotency_key(
             self._gateway, self._config.machine, order, operation, lot, state.sequence
         )
+        shift = self._calendar.at(end_ns - 1 if trigger == "shift_end" else end_ns)
         body: dict[str, Any] = {
             "gateway": self._gateway,
             "machine": self._config.machine,
@@ -268,6 +389,7 @@ class WorkReportProcessor:
             "sequence": state.sequence,
             "final": final,
             "trigger": trigger,
+            "shift": shift.id if shift is not None else "",
             "idempotency_key": key,
         }
         if trigger == "container_full":
@@ -285,3 +407,20 @@ def _text(value: object) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value).strip()
+
+
+def _copy(state: _State) -> _State:
+    """A copy to work on (the committed state stays as it is until commit)."""
+    return _State(
+        list(state.identity),
+        state.known,
+        state.start_ns,
+        list(state.counts),
+        list(state.last_raw),
+        state.sequence,
+        state.order_documents,
+        state.containers,
+        state.unassigned,
+        state.saved_ns,
+        state.clock_ns,
+    )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 
 import numpy as np
 import pytest
 
 from gateway.batch import SampleBatch
+from gateway.documents import KINDS, Document
 from gateway.processors.lot_quality import LotQualityProcessor
 from gateway.tags import TagTable
 from tests.unit.helpers import batch, machine_config, table_of
@@ -98,3 +100,84 @@ def test_plc_restart_of_sequence_counts_new_parts() -> None:
     docs = proc.ingest(ring.poll(table, 2, lot="L2"))
     assert docs[0].body["characteristics"][0]["n"] == 5
     assert docs[0].body["characteristics"][0]["max"] == pytest.approx(10.4)
+
+
+def spc_processor(
+    extra: str = "", kind: str = "lot_quality"
+) -> tuple[LotQualityProcessor, TagTable]:
+    lot = "lot: M1/Lot, " if kind == "lot_quality" else ""
+    config = machine_config(
+        f"[{{type: {kind}, machine: M1, {lot}order: M1/Order, material: M1/Material, "
+        "characteristics: [{name: temp, values: M1/Temp, lsl: 0, usl: 100, unit: degC, "
+        f"control_limits: {{center: 50, sigma: 1}}{extra}}}]}}]"
+    )
+    table = table_of(config)
+    return LotQualityProcessor(config.processors[0], table, "gw1"), table  # type: ignore[arg-type]
+
+
+def feed(
+    proc: LotQualityProcessor,
+    table: TagTable,
+    values: list[float],
+    lot: str = "L1",
+    start: int = 0,
+) -> list[Document]:
+    docs: list[Document] = []
+    for step, value in enumerate(values, start):
+        docs += proc.ingest(
+            batch(
+                table,
+                {"M1/Temp": value, "M1/Lot": lot, "M1/Order": "1000", "M1/Material": "FG"},
+                step + 1,
+            )
+        )
+        proc.commit()
+    return docs
+
+
+def test_spc_alarm_at_the_start_of_a_run_of_violations() -> None:
+    proc, table = spc_processor()
+    values = [50.0] * 3 + [54.0] + [50.5] * 10  # rule 1 at the 4th point, rule 2 from the 9th
+    docs = [d for d in feed(proc, table, values) if d.kind == "spc_alarm"]
+    found = [(d.body["rule"], d.body["point"]) for d in docs]
+    assert (1, 3) in found
+    # indices 3..11 are 9 points above the centre line: rule 2 fires at 11, 12, 13; alarm once
+    assert [p for r, p in found if r == 2] == [11]
+    alarm = next(d.body for d in docs if d.body["rule"] == 1)
+    assert alarm["value"] == 54.0 and alarm["cl"] == 50.0 and alarm["ucl"] == 53.0
+    assert alarm["lot"] == "L1" and alarm["characteristic"] == "temp" and alarm["unit"] == "degC"
+    assert alarm["time"] == "1970-01-01T00:00:04.000Z"
+    assert set(alarm) == set(KINDS["spc_alarm"].fields)
+    assert docs[0].ordering_key == "M1/temp"
+
+
+def test_alarm_rules_can_be_chosen_and_violations_counted_in_the_lot() -> None:
+    proc, table = spc_processor(", rules: [2]")
+    docs = feed(proc, table, [50.0] * 3 + [54.0] + [50.5] * 10)
+    assert [d.body["rule"] for d in docs if d.kind == "spc_alarm"] == [2]
+    result = feed(proc, table, [50.0], lot="L2")[0].body
+    violations = result["characteristics"][0]["violations"]
+    assert violations["1"] == 1 and violations["2"] == 3  # points 11, 12 and 13
+    assert result["decision"] == "hold"  # hold_on_rules defaults to [1]
+    assert result["reasons"] == ["temp: Nelson rule 1 at 1 points"]
+
+
+def test_spc_without_lots_only_raises_alarms() -> None:
+    proc, table = spc_processor(kind="spc")
+    docs = feed(proc, table, [50.0, 56.0, 50.0]) + feed(proc, table, [50.0], lot="L2")
+    assert [d.kind for d in docs] == ["spc_alarm"]
+
+
+def test_baseline_limits_and_restart_keep_the_chart() -> None:
+    config = machine_config(
+        "[{type: spc, machine: M1, characteristics: [{name: temp, values: M1/Temp, baseline: 5}]}]"
+    )
+    table = table_of(config)
+    proc = LotQualityProcessor(config.processors[0], table, "gw1")  # type: ignore[arg-type]
+    feed(proc, table, [10.0, 11.0, 10.0, 11.0, 10.0])  # cl 10.4, MR-bar 1
+    saved = dict(proc.snapshot())
+    again = LotQualityProcessor(config.processors[0], table, "gw1")  # type: ignore[arg-type]
+    again.restore(json.loads(json.dumps(saved)))
+    docs = [d.body for d in feed(again, table, [10.4 + 3 / 1.128 + 0.01], start=5)]
+    assert [(d["rule"], d["point"]) for d in docs] == [(1, 5)]
+    assert docs[0]["cl"] == pytest.approx(10.4)

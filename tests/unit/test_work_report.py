@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.batch import SampleBatch
 from gateway.documents import Document
 from gateway.processors.work_report import WorkReportProcessor
 from tests.unit.helpers import batch, machine_config, table_of
@@ -163,3 +168,130 @@ def test_bad_quality_order_keeps_the_segment() -> None:
     assert poll(proc, table, 2, 5, 0, order="", bad={"M1/Order"}) == []
     docs = poll(proc, table, 3, 6, 0, order="2000")
     assert docs[0].body["order"] == "1000" and docs[0].body["good"] == 6
+
+
+SHIFTS = """
+shifts:
+  timezone: Europe/Berlin
+  shifts:
+    - {name: early, start: "06:00", end: "14:00"}
+    - {name: late, start: "14:00", end: "22:00"}
+processors: []
+"""
+
+
+def shift_processor(triggers: str = "[order_change, shift_end]") -> tuple[WorkReportProcessor, Any]:
+    from gateway.config.load import load_config_text
+    from tests.unit.helpers import MACHINE_CONFIG
+
+    text = MACHINE_CONFIG.replace("processors: []", SHIFTS).replace(
+        "processors: []",
+        "processors: [{type: work_report, machine: M1, good: M1/Good, scrap: M1/Scrap, "
+        f"order: M1/Order, lot: M1/Lot, triggers: {triggers}}}]",
+    )
+    config = load_config_text(text)
+    table = table_of(config)
+    proc = WorkReportProcessor(config.processors[0], table, "gw1", config.shifts)  # type: ignore[arg-type]
+    return proc, table
+
+
+def berlin(hhmm: str) -> float:
+    """Seconds since the epoch of a time on 2025-07-01 in Berlin (UTC+2 in summer)."""
+    hours, minutes = (int(p) for p in hhmm.split(":"))
+    return datetime(2025, 7, 1, hours - 2, minutes, tzinfo=UTC).timestamp()
+
+
+def test_shift_end_closes_the_segment_at_the_shift_end() -> None:
+    proc, table = shift_processor()
+    assert poll(proc, table, berlin("13:00"), 100, 0) == []
+    # a poll taken exactly at 14:00 still counts for the early shift, which ends with it
+    docs = poll(proc, table, berlin("14:00"), 150, 1)
+    assert [(d.body["good"], d.body["scrap"], d.body["trigger"]) for d in docs] == [
+        (50, 1, "shift_end")
+    ]
+    assert poll(proc, table, berlin("14:01"), 155, 1) == []
+    body = docs[0].body
+    assert body["end"] == "2025-07-01T12:00:00.000Z" and body["shift"] == "2025-07-01/early"
+    assert body["final"] is False
+    docs = poll(proc, table, berlin("15:00"), 170, 1, order="2000")
+    assert [(d.body["good"], d.body["start"], d.body["shift"]) for d in docs] == [
+        (20, "2025-07-01T12:00:00.000Z", "2025-07-01/late")
+    ]
+
+
+def test_shift_end_without_a_sample_of_the_machine() -> None:
+    proc, table = shift_processor()
+    poll(proc, table, berlin("13:00"), 100, 0)
+    poll(proc, table, berlin("13:30"), 130, 0)
+    # the machine's device is silent; another tag's batch carries the time past 14:00
+    docs = proc.ingest(batch(table, {"M1/Temp": 20.5}, berlin("14:00") + 30))
+    proc.commit()
+    assert [(d.body["good"], d.body["trigger"], d.body["end"]) for d in docs] == [
+        (30, "shift_end", "2025-07-01T12:00:00.000Z")
+    ]
+
+
+def test_default_calendar_closes_at_midnight_utc() -> None:
+    proc, table = processor("[order_change, shift_end]")
+    day = datetime(2025, 3, 3, 23, 0, tzinfo=UTC).timestamp()
+    poll(proc, table, day, 0, 0)
+    poll(proc, table, day + 1800, 10, 0)
+    docs = poll(proc, table, day + 7200, 25, 0)
+    assert [(d.body["good"], d.body["end"], d.body["shift"]) for d in docs] == [
+        (10, "2025-03-04T00:00:00.000Z", "2025-03-03/day")
+    ]
+
+
+@st.composite
+def production(draw: st.DrawFn) -> list[tuple[float, int, int, str, str, bool]]:
+    """Polls of a machine: counters that count, reset and wrap; orders and lots that change."""
+    polls = []
+    good, scrap, order, lot = draw(st.integers(0, 65535)), 0, 1000, 1
+    for step in range(draw(st.integers(2, 80))):
+        event = draw(st.sampled_from(["count"] * 6 + ["order", "lot", "reset", "bad", "dup"]))
+        if event == "count":
+            good = (good + draw(st.integers(0, 50))) % 65536
+            scrap += draw(st.integers(0, 2))
+        elif event == "order":
+            order += 1
+        elif event == "lot":
+            lot += 1
+        elif event == "reset":
+            good, scrap = draw(st.integers(0, 5)), 0
+        polls.append((1000.0 + step * 7.5, good, scrap, str(order), f"L{lot}", event == "bad"))
+    return polls
+
+
+def poll_batch(
+    table: Any, stamp: float, good: int, scrap: int, order: str, lot: str, bad: bool
+) -> Any:
+    values = {
+        "M1/Good": good,
+        "M1/Scrap": scrap,
+        "M1/Order": order,
+        "M1/Operation": "0010",
+        "M1/Material": "FG-1",
+        "M1/Lot": lot,
+    }
+    return batch(table, values, stamp, {"M1/Good"} if bad else None)
+
+
+@settings(max_examples=120, deadline=None)
+@given(production(), st.lists(st.integers(1, 20), min_size=1, max_size=5))
+def test_poll_by_poll_or_in_any_batches_gives_the_same_documents(
+    polls: list[tuple[float, int, int, str, str, bool]], sizes: list[int]
+) -> None:
+    one, table = processor("[order_change, lot_change, shift_end]")
+    expected = []
+    for p in polls:
+        expected += one.ingest(poll_batch(table, *p))
+        one.commit()
+    other, _ = processor("[order_change, lot_change, shift_end]")
+    got, start, index = [], 0, 0
+    while start < len(polls):
+        size = sizes[index % len(sizes)]
+        chunk = [poll_batch(table, *p) for p in polls[start : start + size]]
+        got += other.ingest(SampleBatch.concat("M1", chunk))
+        other.commit()
+        start, index = start + size, index + 1
+    assert [(d.key, dict(d.body)) for d in got] == [(d.key, dict(d.body)) for d in expected]
