@@ -89,8 +89,14 @@ class UnitImage:
         values = np.array(list(words), ">u2")
         self.table(table)[address : address + len(values)] = values
 
-    def change(self, span: int = 8192) -> None:
-        """Move values: a rotating tenth of the first `span` registers counts up by one."""
+    def change(self, span: int = 8192, *, everything: bool = False) -> None:
+        """Move values: a rotating tenth of the first `span` registers counts up by one, or with
+        `everything`, all of them (every register changes at every tick)."""
+        if everything:
+            self.holding[:span] += 1
+            self.input[:span] += 1
+            self.coil[:span] ^= True
+            return
         step = max(1, span // 10)
         start = (self._tick * step) % span
         self._tick += 1
@@ -264,12 +270,19 @@ class ModbusFarm:
         loop.add_reader(master, readable)
         return os.ttyname(slave)
 
-    def start_changing(self, interval: float = 0.1) -> None:
+    def start_changing(
+        self, interval: float = 0.1, *, span: int = 8192, everything: bool = False
+    ) -> None:
+        """Change register values every `interval` seconds, on the clock (no drift)."""
+
         async def change() -> None:
+            loop = asyncio.get_running_loop()
+            next_at = loop.time()
             while True:
-                await asyncio.sleep(interval)
+                next_at += interval
+                await asyncio.sleep(max(0.0, next_at - loop.time()))
                 for image in self.images.values():
-                    image.change()
+                    image.change(span, everything=everything)
 
         self._changer = asyncio.create_task(change())
 
@@ -379,14 +392,19 @@ class _Connection(asyncio.Protocol):
 async def _serve(args: argparse.Namespace) -> None:
     farms = [ModbusFarm([FarmUnit(unit=1)], seed=k + 1) for k in range(args.devices)]
     ports = [await farm.serve_tcp(args.host, any_unit=True) for farm in farms]
-    if args.changing:
+    if args.changing or args.all_change:
         for farm in farms:
-            farm.start_changing(args.update_interval)
+            farm.start_changing(args.update_interval, span=args.span, everything=args.all_change)
     print(json.dumps({"ports": ports}), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+
+    def report() -> None:  # SIGUSR1: the requests answered so far, for benchmarks
+        print(json.dumps({"requests": sum(f.requests for f in farms)}), flush=True)
+
+    loop.add_signal_handler(signal.SIGUSR1, report)
     await stop.wait()
     print(json.dumps({"requests": sum(f.requests for f in farms)}), flush=True)
     for farm in farms:
@@ -399,6 +417,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--changing", action="store_true", help="values change over time")
     parser.add_argument("--update-interval", type=float, default=0.1)
+    parser.add_argument(
+        "--all-change",
+        action="store_true",
+        help="every register below --span changes at every update (instead of a tenth)",
+    )
+    parser.add_argument("--span", type=int, default=8192, help="registers that change")
     args = parser.parse_args(argv)
     asyncio.run(_serve(args))
     return 0

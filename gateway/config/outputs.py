@@ -91,6 +91,14 @@ class SparkplugConfig(ConfigModel):
     """Sparkplug device id of a PLC: the device name or its ISA-95 cell."""
 
 
+class BatchedConfig(ConfigModel):
+    """One message per device poll with every changed value (``payload: batched``)."""
+
+    keys: Literal["names", "aliases"] = "names"
+    """Name each value by its tag name, or by its position in the retained ``batch/meta``
+    message (smaller messages for large devices)."""
+
+
 class CommandsConfig(ConfigModel):
     """Writes requested over MQTT. Off unless enabled; only writable tags can ever be written."""
 
@@ -124,7 +132,7 @@ class MqttOutputConfig(ConfigModel):
     session_expiry: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 0
     """MQTT 5: seconds the broker keeps the session (subscriptions) after a disconnect."""
     connect_timeout: PositiveSeconds = 10.0
-    payload: Literal["uns", "sparkplug"] = "uns"
+    payload: Literal["uns", "sparkplug", "batched"] = "uns"
     """``uns``: one JSON message per changed tag on the ISA-95 topic tree; ``sparkplug``:
     Sparkplug B 3.0 protobuf (see `sparkplug`)."""
     qos: Literal[0, 1] = 1
@@ -145,6 +153,7 @@ class MqttOutputConfig(ConfigModel):
     (capped by the broker's MQTT 5 receive maximum)."""
     store_and_forward: StoreForwardConfig = Field(default_factory=StoreForwardConfig)
     sparkplug: SparkplugConfig = Field(default_factory=SparkplugConfig)
+    batched: BatchedConfig = Field(default_factory=BatchedConfig)
     commands: CommandsConfig = Field(default_factory=CommandsConfig)
     queue_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
     """Batches waiting for this output; when full the oldest batch is dropped and counted."""
@@ -161,6 +170,11 @@ class MqttOutputConfig(ConfigModel):
             raise ValueError("password needs username")
         if self.session_expiry and self.mqtt_version != "5":
             raise ValueError("session_expiry needs mqtt_version 5")
+        if self.payload == "batched" and self.commands.enabled:
+            raise ValueError(
+                "commands are served by the uns and sparkplug payloads; run a second mqtt "
+                "output with payload uns for them"
+            )
         return self
 
 

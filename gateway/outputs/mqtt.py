@@ -8,6 +8,8 @@ store-and-forward buffer and one payload mode:
     ``<root>/<cell>/mes|quality/...``, the retained gateway status, write commands.
 ``sparkplug`` (:class:`~gateway.outputs.sparkplug.node.SparkplugMode`)
     Sparkplug B 3.0 births, deaths and DDATA by exception, rebirth, primary host STATE, DCMD.
+``batched`` (:class:`~gateway.outputs.batched.BatchedMode`)
+    One JSON message per device poll with every changed value, for high rates.
 
 A payload mode is an object with the :class:`~gateway.outputs.link.LinkHooks` methods plus
 ``write(link, batch)``, ``publish_documents(link, documents)`` and ``before_close(link)``;
@@ -121,7 +123,13 @@ class MqttOutput:
             table, write_tag, config.commands, output=config.name, metrics=om
         )
         self.mode: PayloadMode
-        if config.payload == "sparkplug":
+        if config.payload == "batched":
+            from gateway.outputs.batched import BatchedMode
+
+            self.mode = BatchedMode(
+                config, table, location_path=location_path, cells=cells, base_settings=settings
+            )
+        elif config.payload == "sparkplug":
             from gateway.outputs.sparkplug.node import SparkplugMode
 
             self.mode = SparkplugMode(
