@@ -12,10 +12,11 @@ from __future__ import annotations
 
 __all__ = ["read_yaml"]
 
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from yaml.constructor import SafeConstructor
+from yaml.error import Mark
 from yaml.resolver import Resolver
 
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -30,6 +31,11 @@ class _Mapping:
         self.key: Any = _NO_KEY
         self.anchor = anchor
         self.merges: list[dict[Any, Any]] = []
+
+
+def _mark(event: yaml.Event) -> Mark | None:
+    """The event's start position (libyaml's and PyYAML's marks have the same fields)."""
+    return cast(Mark | None, event.start_mark)
 
 
 _NO_KEY = object()
@@ -60,7 +66,7 @@ def read_yaml(text: str) -> Any:
                 hash(value)
             except TypeError:
                 raise yaml.MarkedYAMLError(
-                    problem="a mapping key must be a plain value", problem_mark=event.start_mark
+                    problem="a mapping key must be a plain value", problem_mark=_mark(event)
                 ) from None
             top.key = value
         elif top.key is _MERGE_KEY:
@@ -68,7 +74,7 @@ def read_yaml(text: str) -> Any:
             for source in sources:
                 if not isinstance(source, dict):
                     raise yaml.MarkedYAMLError(
-                        problem="a << merge key needs a mapping", problem_mark=event.start_mark
+                        problem="a << merge key needs a mapping", problem_mark=_mark(event)
                     )
                 top.merges.append(source)
             top.key = _NO_KEY
@@ -80,18 +86,19 @@ def read_yaml(text: str) -> Any:
         if isinstance(event, yaml.ScalarEvent):
             tag = event.tag
             if tag is None or tag == "!":
-                tag = resolver.resolve(yaml.ScalarNode, event.value, event.implicit)
+                tag = resolver.resolve(  # type: ignore[no-untyped-call]
+                    yaml.ScalarNode, event.value, event.implicit
+                )
             top = stack[-1] if stack else None
             if tag == _MERGE and isinstance(top, _Mapping) and top.key is _NO_KEY:
                 top.key = _MERGE_KEY
                 continue
-            node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark,
-                                   style=event.style)
+            node = yaml.ScalarNode(tag, event.value, _mark(event), None, style=event.style)
             try:
                 value = constructor.yaml_constructors[tag](constructor, node)
             except KeyError:
                 raise yaml.MarkedYAMLError(
-                    problem=f"unsupported tag {tag}", problem_mark=event.start_mark
+                    problem=f"unsupported tag {tag}", problem_mark=_mark(event)
                 ) from None
             if event.anchor:
                 anchors[event.anchor] = value
@@ -121,7 +128,7 @@ def read_yaml(text: str) -> Any:
         elif isinstance(event, yaml.AliasEvent):
             if event.anchor not in anchors:
                 raise yaml.MarkedYAMLError(
-                    problem=f"unknown alias *{event.anchor}", problem_mark=event.start_mark
+                    problem=f"unknown alias *{event.anchor}", problem_mark=_mark(event)
                 )
             add(anchors[event.anchor], event)
     return result

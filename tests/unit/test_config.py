@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config.destinations import BearerAuth, RestDestinationConfig
 from gateway.config.load import load_config, load_config_text
 from gateway.errors import ConfigError
 
@@ -43,7 +44,7 @@ def test_valid_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ERP_TOKEN", "s3cret")
     config = load_config_text(GOOD)
     assert getattr(config.devices[0].tags[1], "length", None) == 16
-    assert config.destinations[0].auth is not None
+    assert getattr(config.destinations[0], "auth", None) is not None
 
 
 def test_unknown_key_names_path_and_line(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -102,8 +103,10 @@ def test_secret_from_file(tmp_path: Path) -> None:
     secret = tmp_path / "token"
     secret.write_text("from-file\n")
     config = load_config_text(GOOD.replace("${ERP_TOKEN}", f"${{file:{secret}}}"))
-    auth = config.destinations[0].auth
-    assert auth is not None and auth.type == "bearer"
+    destination = config.destinations[0]
+    assert isinstance(destination, RestDestinationConfig)
+    auth = destination.auth
+    assert isinstance(auth, BearerAuth)
     assert auth.token.get_secret_value() == "from-file"
     assert "from-file" not in repr(config)
 
@@ -188,3 +191,25 @@ def test_demo_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, value)
     config = load_config(Path(__file__).parents[2] / "gateway/demo/demo.yaml")
     assert [d.name for d in config.devices] == ["M1", "M2", "M3"]
+
+
+SHARED = """
+gateway: {id: gw1, location: {enterprise: a, site: b, area: c, line: d}}
+devices:
+  - {name: M1, protocol: modbus_tcp, host: h1, tags: &machine [{name: Count, address: 0},
+                                                               {name: Temp, address: 1}]}
+  - {name: M2, protocol: modbus_tcp, host: h2, tags: *machine}
+"""
+
+
+def test_devices_sharing_a_yaml_alias_share_their_tag_models() -> None:
+    config = load_config_text(SHARED)
+    first, second = config.devices
+    assert [t.name for t in second.tags] == ["Count", "Temp"]
+    assert first.tags[0] is second.tags[0]
+
+
+def test_an_error_in_a_shared_tag_list_names_each_device() -> None:
+    found = issues(SHARED.replace("address: 1}", "address: x}"))
+    assert any(f.startswith("devices[0].tags[1].address") for f in found)
+    assert any(f.startswith("devices[1].tags[1].address") for f in found)
