@@ -3,11 +3,16 @@
 =====================================  ==========================================================
 ``GET /health``                        ``{"status": "ok"}`` while the gateway runs
 ``GET /status``                        components (running, failures, last error), queue drops,
-                                       outbox backlog per destination
+                                       outbox backlog per destination; per destination its
+                                       circuit, requests in flight, latency p50/p99, error ratio
 ``GET /tags``                          every tag's last value, quality, timestamp
 ``GET /tags/{device}/{tag}``           one tag
 ``POST /tags/{device}/{tag}``          write ``{"value": ...}`` (writable tags only)
 ``POST /processors/{name}/complete``   close the current work-report segment now
+``POST /genealogy/lots/{lot}/components``  record consumed component lots
+                                       ``{"components": [{"lot", "material", "quantity", "unit"}]}``
+``GET /genealogy/lots/{lot}``          backward: where and when the lot was made, what went in
+``GET /genealogy/lots/{lot}/where-used``  forward: the lots that consumed it (``?depth=N``)
 ``GET /metrics``                       Prometheus metrics
 =====================================  ==========================================================
 """
@@ -47,6 +52,9 @@ class ApiServer:
         app.router.add_get("/tags/{device}/{tag}", self._tag)
         app.router.add_post("/tags/{device}/{tag}", self._write)
         app.router.add_post("/processors/{name}/complete", self._complete)
+        app.router.add_post("/genealogy/lots/{lot}/components", self._genealogy_post)
+        app.router.add_get("/genealogy/lots/{lot}", self._genealogy_backward)
+        app.router.add_get("/genealogy/lots/{lot}/where-used", self._genealogy_forward)
         app.router.add_get("/metrics", self._metrics)
         self.app = app
 
@@ -84,6 +92,9 @@ class ApiServer:
         }
         if gateway.outbox is not None:
             body["outbox"] = await gateway.outbox.counts()
+            body["destinations"] = {
+                name: dispatcher.status() for name, dispatcher in gateway.dispatchers.items()
+            }
         return web.json_response(body)
 
     async def _tags(self, _request: web.Request) -> web.Response:
@@ -131,6 +142,49 @@ class ApiServer:
                 processor.request_completion()
                 return web.json_response({"requested": name})
         return web.json_response({"error": f"no work-report processor {name}"}, status=404)
+
+    # --- lot genealogy (see gateway/processors/genealogy_store.py) ---
+
+    def _genealogy_store(self) -> Any:
+        for processor in self.gateway.processors:
+            store = getattr(processor, "genealogy_store", None)
+            if store is not None:
+                return store
+        raise web.HTTPNotFound(
+            text=json.dumps({"error": "no genealogy processor is configured"}),
+            content_type="application/json",
+        )
+
+    async def _genealogy_post(self, request: web.Request) -> web.Response:
+        from gateway.batch import now_ns
+        from gateway.processors.genealogy_store import parse_components
+
+        store = self._genealogy_store()
+        lot = request.match_info["lot"]
+        try:
+            components = parse_components(await request.json())
+        except ValueError as exc:  # bad JSON or a bad field
+            return web.json_response({"error": str(exc) or "body must be JSON"}, status=422)
+        count = await store.add_components(lot, components, now_ns())
+        return web.json_response({"lot": lot, "components": count}, status=201)
+
+    async def _genealogy_query(self, request: web.Request, *, forward: bool) -> web.Response:
+        store = self._genealogy_store()
+        lot = request.match_info["lot"]
+        try:
+            depth = int(request.query.get("depth", "10"))
+        except ValueError:
+            return web.json_response({"error": "depth must be an integer"}, status=400)
+        found = await (store.forward(lot, depth) if forward else store.backward(lot, depth))
+        if found is None:
+            return web.json_response({"error": f"lot {lot} is not known"}, status=404)
+        return web.json_response(found)
+
+    async def _genealogy_backward(self, request: web.Request) -> web.Response:
+        return await self._genealogy_query(request, forward=False)
+
+    async def _genealogy_forward(self, request: web.Request) -> web.Response:
+        return await self._genealogy_query(request, forward=True)
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         data = generate_latest(self.gateway.metrics.registry)

@@ -19,6 +19,12 @@ Result = dict[str, Any]
 
 BENCHMARKS: Mapping[str, str] = {
     "pipeline": "decode, change detection and routing on columnar batches vs a per-sample loop",
+    "aggregation": "SPC (8 Nelson rules) and work reports on 1M + 1M samples vs Python, pandas",
+    "mqtt": "MQTT output into Mosquitto: QoS 0 / QoS 1 messages/s and store-and-forward replay",
+    "opcua": "10,000 subscribed OPC UA variables (node-opcua server): CPU, memory, latency",
+    "modbus": "10 simulated Modbus devices × 1,000 mixed tags every 100 ms vs pymodbus' client",
+    "outbox": "durable enqueues and deliveries to the ERP simulator vs one commit per document",
+    "e2e": "10 Modbus devices × 1,000 registers → edge-gateway run → batched MQTT → subscriber",
 }
 
 

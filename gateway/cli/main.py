@@ -20,6 +20,10 @@ Handler = Callable[[argparse.Namespace], int]
 COMMAND_MODULES = (
     "gateway.cli.config_commands",  # run, check, schema
     "gateway.cli.demo_commands",  # demo, bench
+    "gateway.cli.mes_commands",  # spc, replay, genealogy
+    "gateway.cli.device_commands",  # read
+    "gateway.cli.opcua_commands",  # browse, trust
+    "gateway.cli.outbox_commands",  # outbox list|show|retry|drop
     "simulators.cli",  # simulate
 )
 
@@ -36,7 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # commands taking KEY=VALUE options (bench) accept them before or after their flags
+        if hasattr(args, "options") and all("=" in e and not e.startswith("-") for e in extra):
+            args.options = [*args.options, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     handler: Handler = args.func
     try:
         return int(handler(args))

@@ -16,14 +16,18 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from drivers.modbus.config import ModbusTcpDevice
+from drivers.modbus.config import ModbusRtuDevice, ModbusRtuTcpDevice, ModbusTcpDevice
 from drivers.opcua.config import OpcUaDevice
-from gateway.config.common import ConfigModel, Name, PositiveSeconds, TopicToken
+from gateway.config.common import ConfigModel, Name, TopicToken
 from gateway.config.destinations import DestinationConfig
 from gateway.config.outputs import OutputConfig
 from gateway.config.processors import ProcessorConfig
+from gateway.config.shifts import ShiftCalendarConfig
 
-DeviceConfig = Annotated[ModbusTcpDevice | OpcUaDevice, Field(discriminator="protocol")]
+DeviceConfig = Annotated[
+    ModbusTcpDevice | ModbusRtuDevice | ModbusRtuTcpDevice | OpcUaDevice,
+    Field(discriminator="protocol"),
+]
 
 
 class Location(ConfigModel):
@@ -62,12 +66,17 @@ class GatewaySection(ConfigModel):
 class OutboxConfig(ConfigModel):
     """The durable outbox of business documents."""
 
-    retention: PositiveSeconds = 7 * 86_400
+    retention: Annotated[float, Field(gt=0, le=366 * 86_400)] = 7 * 86_400
     """Seconds a delivered document is kept for audit before it is removed."""
     max_documents: Annotated[int, Field(ge=100)] = 1_000_000
-    """Bound on undelivered documents; an alarm is raised at 80 %, new ones are refused at 100 %."""
-    commit_interval: Annotated[float, Field(ge=0, le=1)] = 0.005
-    """Seconds a commit waits to group further documents into one transaction."""
+    """Bound on undelivered deliveries (pending and dead letters); new documents are refused
+    at the bound (the processors keep their counts and report them later)."""
+    alarm_at: Annotated[float, Field(gt=0, lt=1)] = 0.8
+    """Fraction of `max_documents` at which the outbox alarm goes on (log, metric)."""
+    commit_interval: Annotated[float, Field(ge=0, le=1)] = 0.0
+    """Seconds a commit waits to group further documents into one transaction. With 0, a
+    commit starts as soon as the previous one ended, and everything that arrived meanwhile
+    goes into it (group commit without added latency)."""
 
 
 class PipelineConfig(ConfigModel):
@@ -83,6 +92,9 @@ class GatewayConfig(ConfigModel):
     gateway: GatewaySection
     devices: list[DeviceConfig] = Field(default_factory=list)
     processors: list[ProcessorConfig] = Field(default_factory=list)
+    shifts: ShiftCalendarConfig | None = None
+    """The shift calendar (planned time for OEE, the work reports' shift_end trigger); one
+    24-hour shift a day (UTC) when not set."""
     outputs: list[OutputConfig] = Field(default_factory=list)
     destinations: list[DestinationConfig] = Field(default_factory=list)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)

@@ -9,7 +9,13 @@ from collections.abc import Iterable
 
 from gateway.config.common import TagBase
 from gateway.config.model import GatewayConfig
-from gateway.config.processors import LotQualityConfig, WorkReportConfig
+from gateway.config.processors import (
+    GenealogyConfig,
+    LotQualityConfig,
+    OeeConfig,
+    SpcConfig,
+    WorkReportConfig,
+)
 from gateway.errors import ConfigIssue
 
 
@@ -43,8 +49,12 @@ def check_references(config: GatewayConfig) -> list[ConfigIssue]:
         where = f"processors[{index}]"
         if isinstance(processor, WorkReportConfig):
             issues += _work_report(where, processor, tags)
-        elif isinstance(processor, LotQualityConfig):
+        elif isinstance(processor, LotQualityConfig | SpcConfig):
             issues += _lot_quality(where, processor, tags)
+        elif isinstance(processor, OeeConfig):
+            issues += _oee(where, processor, tags)
+        elif isinstance(processor, GenealogyConfig):
+            issues += _genealogy(where, processor, tags)
     return issues
 
 
@@ -91,7 +101,7 @@ def _work_report(
 
 
 def _lot_quality(
-    where: str, processor: LotQualityConfig, tags: dict[str, TagBase]
+    where: str, processor: LotQualityConfig | SpcConfig, tags: dict[str, TagBase]
 ) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
     for field in ("lot", "order", "material"):
@@ -111,4 +121,54 @@ def _lot_quality(
                     "(count > 1) used as a ring buffer",
                 )
             )
+    return issues
+
+
+def _numeric_scalar(where: str, ref: str | None, tags: dict[str, TagBase]) -> list[ConfigIssue]:
+    """A tag that must hold one number (a state code, a process value)."""
+    tag = tags.get(ref) if ref else None
+    if tag is None:
+        return []
+    if not tag.type.is_numeric:
+        return [ConfigIssue(where, f"{ref} must be a numeric tag, it is {tag.type.value}")]
+    if getattr(tag, "count", 1) > 1:
+        return [ConfigIssue(where, f"{ref} is an array tag; name one element ({ref}[0])")]
+    return []
+
+
+def _oee(where: str, processor: OeeConfig, tags: dict[str, TagBase]) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    for field in ("state", "reason", "order", "material"):
+        issues += _missing(f"{where}.{field}", getattr(processor, field), tags)
+    issues += _numeric_scalar(f"{where}.state", processor.state, tags)
+    issues += _numeric_scalar(f"{where}.reason", processor.reason, tags)
+    for field in ("good", "scrap", "rework"):
+        counter = getattr(processor, field)
+        if counter is None:
+            continue
+        issues += _missing(f"{where}.{field}.tag", counter.tag, tags)
+        tag = tags.get(counter.tag)
+        if tag is not None and not tag.type.is_integer:
+            issues.append(
+                ConfigIssue(
+                    f"{where}.{field}.tag",
+                    f"a counter must be an integer tag, {counter.tag} is {tag.type.value}",
+                )
+            )
+    return issues
+
+
+def _genealogy(
+    where: str, processor: GenealogyConfig, tags: dict[str, TagBase]
+) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    for field in ("lot", "order", "operation", "material"):
+        issues += _missing(f"{where}.{field}", getattr(processor, field), tags)
+    for index, component in enumerate(processor.components):
+        issues += _missing(f"{where}.components[{index}].tag", component.tag, tags)
+    for index, ref in enumerate(processor.process):
+        issues += _missing(f"{where}.process[{index}]", ref, tags)
+        issues += _numeric_scalar(f"{where}.process[{index}]", ref, tags)
+        if ref in processor.process[:index]:
+            issues.append(ConfigIssue(f"{where}.process[{index}]", f"{ref} is listed twice"))
     return issues

@@ -21,7 +21,7 @@ from pathlib import Path
 from gateway import quality
 from gateway.batch import SampleBatch, now_ns
 from gateway.config.model import GatewayConfig
-from gateway.errors import DeviceError, NotConnectedError, OutboxError
+from gateway.errors import DeviceError, NotConnectedError, OutboxError, WriteRefusedError
 from gateway.metrics import Metrics
 from gateway.outbox.dispatcher import Dispatcher
 from gateway.outbox.outbox import Outbox
@@ -29,7 +29,15 @@ from gateway.pipeline.change import ChangeDetector
 from gateway.pipeline.last_values import LastValues
 from gateway.pipeline.router import Route, Router
 from gateway.pipeline.stage import OutputItem, Pipeline
-from gateway.runtime.interfaces import Connector, DocumentOutput, Driver, Output, Processor
+from gateway.runtime.interfaces import (
+    Connector,
+    DocumentOutput,
+    Driver,
+    LinkedOutput,
+    Output,
+    Processor,
+    WritableDriver,
+)
 from gateway.runtime.queues import DropOldestQueue
 from gateway.runtime.registry import CONNECTORS, DRIVERS, OUTPUTS, PROCESSORS, BuildContext
 from gateway.runtime.supervisor import Supervisor
@@ -48,7 +56,7 @@ class Gateway:
         self.config = config
         self.metrics = metrics or Metrics()
         self.table = TagTable((d.name, d.tags) for d in config.devices)
-        ctx = BuildContext(config, self.table, self.metrics)
+        ctx = BuildContext(config, self.table, self.metrics, self.write_tag)
         self.drivers: list[Driver] = [DRIVERS[d.protocol](d, ctx) for d in config.devices]
         self.processors: list[Processor] = [PROCESSORS[p.type](p, ctx) for p in config.processors]
         self.outputs: list[Output] = [OUTPUTS[o.type](o, ctx) for o in config.outputs]
@@ -61,6 +69,7 @@ class Gateway:
                 section.queue_size, on_drop=self._drop_counter(f"output:{output.name}")
             )
         self.outbox: Outbox | None = None
+        self.dispatchers: dict[str, Dispatcher] = {}
         if self.processors or self.connectors:
             self.outbox = Outbox(
                 Path(config.gateway.data_dir) / "outbox.db",
@@ -102,6 +111,14 @@ class Gateway:
                 return driver
         raise KeyError(name)
 
+    async def write_tag(self, index: int, value: object) -> None:
+        """Write a tag through the driver of its device (MQTT commands use this)."""
+        info = self.table[index]
+        driver = self.driver(info.device)
+        if not isinstance(driver, WritableDriver):
+            raise WriteRefusedError(info.id, f"the {info.device} driver cannot write")
+        await driver.write(info, value)
+
     # --- lifecycle ---
 
     async def start(self) -> None:
@@ -111,6 +128,8 @@ class Gateway:
         self._pipeline_task = asyncio.create_task(self.pipeline.run(), name="pipeline")
         for output in self.outputs:
             self.supervisor.start(f"output:{output.name}", self._output_runner(output))
+            if isinstance(output, LinkedOutput):
+                self.supervisor.start(f"output:{output.name}:link", output.maintain_link)
         for connector, section in zip(self.connectors, self.config.destinations, strict=True):
             if self.outbox is None:
                 continue
@@ -119,8 +138,12 @@ class Gateway:
                 connector,
                 concurrency=section.concurrency,
                 retry=section.retry,
+                breaker=section.breaker,
+                sync=section.sync,
+                hold_on_dead=section.on_dead_letter == "hold_order",
                 metrics=self.metrics,
             )
+            self.dispatchers[connector.name] = dispatcher
             self.supervisor.start(f"destination:{connector.name}", dispatcher.run)
         for driver in self.drivers:
             self.supervisor.start(
@@ -218,6 +241,8 @@ class Gateway:
 
     def _output_runner(self, output: Output) -> Callable[[], Awaitable[None]]:
         queue = self.output_queues[output.name]
+        if isinstance(output, LinkedOutput):
+            return self._linked_output_runner(output, queue)
 
         async def run() -> None:
             await output.connect()
@@ -237,6 +262,25 @@ class Gateway:
 
         return run
 
+    def _linked_output_runner(
+        self, output: Output, queue: DropOldestQueue[OutputItem]
+    ) -> Callable[[], Awaitable[None]]:
+        """A store-and-forward output: its writes never wait for the connection (its link is
+        supervised separately), so the queue keeps draining during outages; it is closed
+        only at shutdown."""
+
+        async def run() -> None:
+            await output.connect()
+            try:
+                while True:
+                    await _deliver(output, await queue.get())
+            except asyncio.CancelledError:
+                await self._flush_output(output, queue)
+                await output.close()
+                raise
+
+        return run
+
     async def _flush_output(self, output: Output, queue: DropOldestQueue[OutputItem]) -> None:
         async def flush() -> None:
             while (item := queue.get_nowait()) is not None:
@@ -252,9 +296,7 @@ class Gateway:
     async def _housekeeping(self) -> None:
         assert self.outbox is not None
         while True:
-            counts = await self.outbox.counts()
-            for name, states in counts.items():
-                self.metrics.outbox_backlog.labels(name).set(states.get("pending", 0))
+            await self.outbox.refresh()  # counts changed by `edge-gateway outbox`, gauges
             await self.outbox.purge()
             await asyncio.sleep(_HOUSEKEEPING_S)
 

@@ -11,12 +11,14 @@ __all__ = [
     "Connector",
     "DocumentOutput",
     "Driver",
+    "LinkedOutput",
     "Output",
     "Processor",
+    "TagWriter",
     "WritableDriver",
 ]
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from gateway.batch import SampleBatch
@@ -107,6 +109,25 @@ class Output(Protocol):
     async def write(self, batch: SampleBatch) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class LinkedOutput(Protocol):
+    """An output with store-and-forward: it accepts writes while its connection is down.
+
+    For such an output :meth:`Output.connect` only opens its buffer, and :meth:`Output.write`
+    never raises :class:`~gateway.errors.NotConnectedError` (it buffers instead). The gateway
+    supervises :meth:`maintain_link` as a component of its own (``output:<name>:link``): it
+    connects, serves, and raises NotConnectedError when the connection is lost; the supervisor
+    calls it again with backoff. :meth:`Output.close` is called once, at shutdown.
+    """
+
+    async def maintain_link(self) -> None: ...
+
+
+TagWriter = Callable[[int, object], Awaitable[None]]
+"""Writes a value to the tag with this tag-table index through its driver (for MQTT commands);
+raises WriteRefusedError, DeviceError or NotConnectedError like :meth:`WritableDriver.write`."""
 
 
 @runtime_checkable

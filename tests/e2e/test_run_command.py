@@ -115,7 +115,7 @@ async def test_sigterm_saves_state_and_restart_continues(tmp_path: Path) -> None
         assert "stopped" in log
         with sqlite3.connect(tmp_path / "data" / "outbox.db") as db:
             saved = {name for (name,) in db.execute("SELECT name FROM processor_state")}
-        assert saved == {
+        assert saved >= {  # every work report and lot quality processor (others may save too)
             f"{kind}.M{i}" for kind in ("work_report", "lot_quality") for i in (1, 2, 3)
         }
 

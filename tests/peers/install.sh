@@ -31,7 +31,8 @@ fi
 node_dir="$(cd "$(dirname "$0")" && pwd)/node"
 if command -v npm >/dev/null 2>&1; then
     if [ ! -d "$node_dir/node_modules/node-opcua" ] || [ ! -d "$node_dir/node_modules/modbus-serial" ] \
-        || [ ! -d "$node_dir/node_modules/jsmodbus" ]; then
+        || [ ! -d "$node_dir/node_modules/jsmodbus" ] \
+        || [ ! -d "$node_dir/node_modules/sparkplug-payload" ]; then
         echo "installing Node.js test peers into $node_dir"
         (cd "$node_dir" && npm install --no-audit --no-fund --loglevel=error --omit=optional >/dev/null)
     fi
