@@ -29,6 +29,7 @@ from __future__ import annotations
 
 __all__ = ["run"]
 
+import gc
 import math
 import resource
 import time
@@ -188,6 +189,7 @@ def _gateway(data: _Data, spc_batches: int, counter_batches: int) -> dict[str, A
 
     ctx = BuildContext(data.config, data.table, Metrics())
     processors: list[Processor] = [PROCESSORS[p.type](p, ctx) for p in data.config.processors]
+    gc.freeze()  # as the gateway does once it has started (see Gateway.start)
     found: dict[str, Any] = {"alarms": [], "completions": 0, "good": 0, "scrap": 0}
     for batch in data.spc_batches[:spc_batches] + data.counter_batches[:counter_batches]:
         for processor in processors:

@@ -44,6 +44,7 @@ def check_references(config: GatewayConfig) -> list[ConfigIssue]:
                         f"unknown poll group {tag.poll_group!r}; defined: {', '.join(groups)}",
                     )
                 )
+    issues += _shared_links(config)
     tags = tag_ids(config)
     for index, processor in enumerate(config.processors):
         where = f"processors[{index}]"
@@ -56,6 +57,15 @@ def check_references(config: GatewayConfig) -> list[ConfigIssue]:
         elif isinstance(processor, GenealogyConfig):
             issues += _genealogy(where, processor, tags)
     return issues
+
+
+def _shared_links(config: GatewayConfig) -> list[ConfigIssue]:
+    """Devices on one serial line or Modbus endpoint must agree on its settings."""
+    if not any(device.protocol.startswith("modbus") for device in config.devices):
+        return []  # (the check imports the Modbus driver)
+    from drivers.modbus.pool import check_shared_links
+
+    return check_shared_links(config.devices)
 
 
 def _duplicates(where: str, names: Iterable[str], field: str = "name") -> list[ConfigIssue]:

@@ -302,24 +302,29 @@ class WorkReportProcessor:
         """Identity changes (vectorised compare; only the changes are looked at one by one)."""
         identity = list(state.identity)
         candidates: list[tuple[int, int]] = []  # (position, field)
-        any_bad = bool(batch.quality.any())
         for offset in self._identity_fields:
             mine = of_role[_IDENTITY_ROLE + offset]
             at = mine if rows is None else rows[mine]
-            if any_bad:
-                good = is_good(batch.quality[at])
-                mine, at = mine[good], at[good]
-            if len(mine) == 0:
+            if len(at) == 0:
                 continue
+            where = _strided(at)
+            codes = batch.quality[where]
+            if codes.any():
+                good = is_good(codes)
+                mine, at, where = mine[good], at[good], at[good]
+                if len(mine) == 0:
+                    continue
             if self._identity_numeric[offset] or batch.objects is None:
-                keys: NDArray[Any] = batch.values[at]
+                keys: NDArray[Any] = batch.values[where]
                 both_nan = np.isnan(keys[1:]) & np.isnan(keys[:-1])
                 changed = ~((keys[1:] == keys[:-1]) | both_nan)
             else:
-                keys = batch.objects[at]
+                keys = batch.objects[where]
                 changed = keys[1:] != keys[:-1]
-            picks = np.concatenate(([0], np.flatnonzero(changed) + 1))
-            candidates += [(int(mine[p]), offset) for p in picks.tolist()]
+            positions = np.flatnonzero(changed)
+            candidates.append((int(mine[0]), offset))
+            if len(positions):
+                candidates += [(int(mine[p + 1]), offset) for p in positions.tolist()]
         candidates.sort()
         if not known:
             # the first batch ever: each field's first value is where we start (no event)
@@ -401,6 +406,17 @@ class WorkReportProcessor:
     def _notice(self, kind: str, count: int) -> None:
         if count:
             self._noticed[kind] = self._noticed.get(kind, 0) + count
+
+
+def _strided(at: NDArray[np.intp]) -> NDArray[np.intp] | slice:
+    """`at` as a slice when its rows are evenly spaced (a tag polled in every row group): a
+    strided view reads the column without gathering it (no copy, no reference counting)."""
+    if len(at) > 2:
+        step = int(at[1] - at[0])
+        if step > 0 and int(at[-1] - at[0]) == (len(at) - 1) * step:
+            if (at[1:] - at[:-1] == step).all():
+                return slice(int(at[0]), int(at[-1]) + 1, step)
+    return at
 
 
 def _text(value: object) -> str:

@@ -13,6 +13,7 @@ __all__ = ["Gateway"]
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -154,6 +155,11 @@ class Gateway:
         if self.outbox is not None:
             self.supervisor.start("housekeeping", self._housekeeping)
         self.started = True
+        # Everything built so far (config, tag table, drivers, plans) lives as long as the
+        # gateway: move it out of the cyclic garbage collector's reach, so that collections
+        # triggered by the steady stream of short-lived objects do not traverse it again and
+        # again (less CPU and less poll jitter).
+        gc.freeze()
         log.info(
             "gateway %s started: %d devices, %d tags, %d processors, %d outputs, %d destinations",
             self.config.gateway.id,

@@ -213,3 +213,15 @@ def test_an_error_in_a_shared_tag_list_names_each_device() -> None:
     found = issues(SHARED.replace("address: 1}", "address: x}"))
     assert any(f.startswith("devices[0].tags[1].address") for f in found)
     assert any(f.startswith("devices[1].tags[1].address") for f in found)
+
+
+def test_devices_on_one_serial_line_must_agree_on_its_settings() -> None:
+    found = issues(
+        """
+gateway: {id: g, location: {enterprise: a, site: b, area: c, line: d}}
+devices:
+  - {name: A, protocol: modbus_rtu, port: /dev/ttyUSB0, baudrate: 9600, unit: 1}
+  - {name: B, protocol: modbus_rtu, port: /dev/ttyUSB0, baudrate: 19200, unit: 2}
+"""
+    )
+    assert any(f.startswith("devices[1] (line 5): device B shares /dev/ttyUSB0") for f in found)
