@@ -413,9 +413,9 @@ def _strided(at: NDArray[np.intp]) -> NDArray[np.intp] | slice:
     strided view reads the column without gathering it (no copy, no reference counting)."""
     if len(at) > 2:
         step = int(at[1] - at[0])
-        if step > 0 and int(at[-1] - at[0]) == (len(at) - 1) * step:
-            if (at[1:] - at[:-1] == step).all():
-                return slice(int(at[0]), int(at[-1]) + 1, step)
+        evenly = step > 0 and int(at[-1] - at[0]) == (len(at) - 1) * step
+        if evenly and (at[1:] - at[:-1] == step).all():
+            return slice(int(at[0]), int(at[-1]) + 1, step)
     return at
 
 
