@@ -31,7 +31,6 @@ __all__ = ["run"]
 
 import gc
 import math
-import resource
 import time
 from collections import deque
 from collections.abc import Callable
@@ -44,6 +43,7 @@ import numpy as np
 from gateway import quality
 from gateway.batch import SampleBatch
 from gateway.bench import Result
+from gateway.bench.process import own_cpu_seconds
 from gateway.config.load import load_config_text
 from gateway.config.model import GatewayConfig
 from gateway.processors.spc import D2
@@ -514,16 +514,11 @@ def _timed(repeats: int, work: Callable[[], Any]) -> tuple[float, float, Any]:
     best_wall = best_cpu = math.inf
     result = None
     for _ in range(repeats):
-        cpu_start, started = _cpu(), time.perf_counter()
+        cpu_start, started = own_cpu_seconds(), time.perf_counter()
         result = work()
         best_wall = min(best_wall, time.perf_counter() - started)
-        best_cpu = min(best_cpu, _cpu() - cpu_start)
+        best_cpu = min(best_cpu, own_cpu_seconds() - cpu_start)
     return best_wall, best_cpu, result
-
-
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def run(options: dict[str, str]) -> Result:

@@ -22,8 +22,6 @@ __all__ = ["run"]
 
 import asyncio
 import json
-import os
-import resource
 import subprocess
 import sys
 import time
@@ -37,6 +35,7 @@ from drivers.modbus.group import GroupDecoder
 from drivers.modbus.plan import minimum_reads
 from gateway.batch import SampleBatch
 from gateway.bench import Result
+from gateway.bench.process import cpu_seconds, own_cpu_seconds, own_peak_rss_mb, stop_child
 from gateway.config.model import GatewayConfig
 from gateway.metrics import Metrics
 from gateway.quality import is_good
@@ -139,17 +138,6 @@ class _Counter:
             self.bad += len(batch) - good
 
 
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _process_cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _start_farm(devices: int) -> tuple[subprocess.Popen[str], list[int]]:
     farm = subprocess.Popen(
         [sys.executable, "-m", "simulators.modbus_farm", "--devices", str(devices), "--changing"],
@@ -162,15 +150,6 @@ def _start_farm(devices: int) -> tuple[subprocess.Popen[str], list[int]]:
         farm.kill()
         raise RuntimeError("the Modbus simulator did not start")
     return farm, [int(p) for p in json.loads(line)["ports"]]
-
-
-def _stop(process: subprocess.Popen[str]) -> None:
-    process.terminate()
-    try:
-        process.wait(5)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 async def _measure_gateway(
@@ -193,11 +172,11 @@ async def _measure_gateway(
         for group in driver.groups:
             group.stats.reset()
     requests0 = sum(d.link.requests for d in modbus)
-    cpu0, wall0, farm0 = _cpu_seconds(), time.monotonic(), _process_cpu(farm_pid)
+    cpu0, wall0, farm0 = own_cpu_seconds(), time.monotonic(), cpu_seconds(farm_pid)
     sink.start_ns = time.time_ns()
     sink.end_ns = sink.start_ns + int(duration * 1e9)
     await asyncio.sleep(duration)
-    cpu1, wall1, farm1 = _cpu_seconds(), time.monotonic(), _process_cpu(farm_pid)
+    cpu1, wall1, farm1 = own_cpu_seconds(), time.monotonic(), cpu_seconds(farm_pid)
     requests1 = sum(d.link.requests for d in modbus)
     cycles = sum(s.cycles for d in modbus for s in d.poll_stats().values()) / len(modbus)
     await asyncio.sleep(0.3)  # let polls started inside the window finish
@@ -228,7 +207,7 @@ async def _measure_gateway(
         "values_per_s": sink.values / duration,
         "bad_values": sink.bad,
         "cpu_cores": (cpu1 - cpu0) / wall,
-        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_mb": own_peak_rss_mb(),
         "jitter_p99_ms": float(np.percentile(lateness, 99) * 1000) if len(lateness) else 0.0,
         "jitter_max_ms": float(lateness.max() * 1000) if len(lateness) else 0.0,
         "requests_per_cycle": round((requests1 - requests0) / cycles) if cycles else 0,
@@ -282,12 +261,12 @@ async def _measure_pymodbus(
         finally:
             client.close()
 
-    cpu0, wall0 = _cpu_seconds(), time.monotonic()
+    cpu0, wall0 = own_cpu_seconds(), time.monotonic()
     end = wall0 + duration
     devices = [d for d in config.devices if isinstance(d, ModbusTcpDevice)]
     await asyncio.gather(*(poll_device(d, end) for d in devices))
     wall = time.monotonic() - wall0
-    return {"values_per_s": values / wall, "cpu_cores": (_cpu_seconds() - cpu0) / wall}
+    return {"values_per_s": values / wall, "cpu_cores": (own_cpu_seconds() - cpu0) / wall}
 
 
 def run(options: dict[str, str]) -> Result:
@@ -340,4 +319,4 @@ def run(options: dict[str, str]) -> Result:
             result["pymodbus_client_values_per_s"] = round(base["values_per_s"])
         return result
     finally:
-        _stop(farm)
+        stop_child(farm)

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from gateway.bench import Result
+from gateway.bench.process import own_peak_rss_mb
 
 _NODE_DIR = Path(__file__).resolve().parents[2] / "tests" / "peers" / "node"
 _NAMESPACE = "urn:edge-gateway:test"
@@ -209,7 +210,7 @@ class _Window:
         return {
             "notifications_per_s": self.count / wall,
             "cpu_cores": (self.cpu_ended - self.cpu_started) / wall,
-            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "rss_mb": own_peak_rss_mb(),
             "seconds": wall,
         }
 

@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import json
 import os
-import resource
 import sqlite3
 import sys
 import tempfile
@@ -36,6 +35,7 @@ import aiohttp
 import orjson
 
 from gateway.bench import Result
+from gateway.bench.process import own_cpu_seconds
 from gateway.config.model import OutboxConfig
 from gateway.documents import Document, idempotency_key
 from gateway.metrics import Metrics
@@ -72,11 +72,6 @@ def _document(n: int, orders: int = 200) -> Document:
     return Document("completion", key, machine, body, ordering_key=order)
 
 
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 # --- enqueue -------------------------------------------------------------------------------
 
 
@@ -90,10 +85,10 @@ async def _enqueue(folder: Path, count: int) -> tuple[float, float]:
         for document in cursor:
             await outbox.store([document], {})
 
-    cpu, started = _cpu(), time.perf_counter()
+    cpu, started = own_cpu_seconds(), time.perf_counter()
     await asyncio.gather(*(producer() for _ in range(PRODUCERS)))
     wall = time.perf_counter() - started
-    cpu = _cpu() - cpu
+    cpu = own_cpu_seconds() - cpu
     stored = outbox.undelivered
     await outbox.close()
     if stored != count:
@@ -214,7 +209,7 @@ async def _deliver(folder: Path, url: str, count: int, *, batched: bool) -> tupl
         sync=config.sync,
         metrics=metrics,
     )
-    cpu, started = _cpu(), time.perf_counter()
+    cpu, started = own_cpu_seconds(), time.perf_counter()
     task = asyncio.create_task(dispatcher.run())
     try:
         while outbox.open_counts().get("erp", {}).get("pending", count) > 0:
@@ -222,7 +217,7 @@ async def _deliver(folder: Path, url: str, count: int, *, batched: bool) -> tupl
                 task.result()
             await asyncio.sleep(0.01)
         wall = time.perf_counter() - started
-        cpu = _cpu() - cpu
+        cpu = own_cpu_seconds() - cpu
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -7,7 +7,7 @@ when nothing was lost or duplicated and every count is above zero.
 
 from __future__ import annotations
 
-__all__ = ["run_demo"]
+__all__ = ["demo_environment", "run_demo"]
 
 import asyncio
 import json
@@ -34,6 +34,21 @@ ERP_OUTAGE_S = 8.0
 PRODUCTION_TIMEOUT_S = 70.0
 DRAIN_TIMEOUT_S = 30.0
 _HTTP = aiohttp.ClientTimeout(total=5)
+
+
+def demo_environment(ports: dict[str, Any], broker: LocalBroker, data_dir: Path) -> dict[str, str]:
+    """The ``${DEMO_...}`` values that ``demo.yaml`` takes, from the simulators' ports (the
+    ``ports()`` of :class:`simulators.stack.SimulatorStack`) and the broker."""
+    return {
+        "DEMO_DATA_DIR": str(data_dir),
+        "DEMO_MODBUS_PORT": str(ports["modbus"]["port"]),
+        "DEMO_OPCUA_PORT": ports["opcua"]["endpoint"].rsplit(":", 1)[1].strip("/"),
+        "DEMO_MQTT_PORT": str(broker.port),
+        "DEMO_MQTT_VERSION": broker.mqtt_version,
+        "DEMO_ERP_URL": ports["erp"]["url"].rstrip("/"),
+        "DEMO_WMS_URL": ports["wms"]["url"].rstrip("/"),
+        "DEMO_QMS_URL": ports["qms"]["url"].rstrip("/"),
+    }
 
 
 def run_demo(
@@ -150,18 +165,7 @@ class _Demo:
         data_dir: Path,
     ) -> int:
         ports = simulators[1]
-        os.environ.update(
-            {
-                "DEMO_DATA_DIR": str(data_dir),
-                "DEMO_MODBUS_PORT": str(ports["modbus"]["port"]),
-                "DEMO_OPCUA_PORT": ports["opcua"]["endpoint"].rsplit(":", 1)[1].strip("/"),
-                "DEMO_MQTT_PORT": str(broker.port),
-                "DEMO_MQTT_VERSION": broker.mqtt_version,
-                "DEMO_ERP_URL": ports["erp"]["url"].rstrip("/"),
-                "DEMO_WMS_URL": ports["wms"]["url"].rstrip("/"),
-                "DEMO_QMS_URL": ports["qms"]["url"].rstrip("/"),
-            }
-        )
+        os.environ.update(demo_environment(ports, broker, data_dir))
         config_path = resources.files("gateway.demo").joinpath("demo.yaml")
         with resources.as_file(config_path) as path:
             config = load_config(path)

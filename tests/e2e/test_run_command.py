@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from gateway.demo.broker import LocalBroker
+from gateway.demo.run import demo_environment
 from gateway.demo.verify import verify
 from simulators.stack import SimulatorStack
 
@@ -34,18 +35,7 @@ DEMO_CONFIG = Path(__file__).parents[2] / "gateway" / "demo" / "demo.yaml"
 
 
 def _environment(stack: SimulatorStack, broker: LocalBroker, data_dir: Path) -> dict[str, str]:
-    ports = stack.ports()
-    return {
-        **os.environ,
-        "DEMO_DATA_DIR": str(data_dir),
-        "DEMO_MODBUS_PORT": str(ports["modbus"]["port"]),
-        "DEMO_OPCUA_PORT": ports["opcua"]["endpoint"].rsplit(":", 1)[1].strip("/"),
-        "DEMO_MQTT_PORT": str(broker.port),
-        "DEMO_MQTT_VERSION": broker.mqtt_version,
-        "DEMO_ERP_URL": ports["erp"]["url"].rstrip("/"),
-        "DEMO_WMS_URL": ports["wms"]["url"].rstrip("/"),
-        "DEMO_QMS_URL": ports["qms"]["url"].rstrip("/"),
-    }
+    return {**os.environ, **demo_environment(stack.ports(), broker, data_dir)}
 
 
 async def _start(env: dict[str, str]) -> asyncio.subprocess.Process:
