@@ -42,6 +42,7 @@ from gateway.tags import TagTable
 COUNTERS = ("good", "scrap", "rework")
 IDENTITY = ("order", "operation", "material", "lot")
 _IDENTITY_ROLE = len(COUNTERS)
+_ROLE_COUNT = len(COUNTERS) + len(IDENTITY)
 _ORDER, _LOT = IDENTITY.index("order"), IDENTITY.index("lot")
 
 
@@ -222,9 +223,12 @@ class WorkReportProcessor:
             state.clock_ns = max(state.clock_ns, int(stamps[-1]))
         if self._shift_end:
             state.clock_ns = max(state.clock_ns, int(batch.timestamps.max()))
-        # the positions of each role's rows, in time order
+        # the positions of each role's rows, in time order: one stable (radix) sort of the
+        # small role numbers, cut where the role changes
+        by_role = np.argsort(roles, kind="stable")
+        ends = np.cumsum(np.bincount(roles, minlength=_ROLE_COUNT)).tolist()
         of_role: dict[int, NDArray[np.intp]] = {
-            role: np.flatnonzero(roles == role) for role in self._roles_used
+            role: by_role[(ends[role - 1] if role else 0) : ends[role]] for role in self._roles_used
         }
         # 1. events: identity changes and shift ends, in row order
         events, identity = self._identity_events(state, batch, rows, of_role, stamps, known)
