@@ -19,9 +19,10 @@ the same batches and produce the same alarm records (fields and idempotency keys
 straightforward pure-Python implementation, one sample at a time (run on the first tenth of the
 data [python_fraction] and scaled by its rate), and pandas on all the data at once (a DataFrame
 of the batches; ``groupby``, ``rolling`` windows, ``pivot``, grouped diffs and segment sums). All
-three must find the same alarms and completions, or the benchmark fails. Times are the best of
-5 runs [repeats] (pure Python: best of 2; pandas: best of repeats // 2); CPU seconds are the
-process's user + system time of the same run. Speed-ups are ratios of CPU seconds, which the
+three must find the same alarms and completions, or the benchmark fails. The three run one
+after another in each of 4 rounds [repeats], so that a slow spell of a shared machine slows
+them alike; times are the best of the rounds. CPU seconds are the process's user + system time
+of the same run. Speed-ups are ratios of CPU seconds, which the
 other load of a shared machine changes much less than wall time; both are printed.
 """
 
@@ -35,7 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from hashlib import sha256
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,7 @@ from gateway.bench import Result
 from gateway.bench.process import own_cpu_seconds
 from gateway.config.load import load_config_text
 from gateway.config.model import GatewayConfig
+from gateway.processors.lot_quality import spc_alarm_key
 from gateway.processors.spc import D2
 from gateway.runtime.interfaces import Processor
 from gateway.runtime.registry import PROCESSORS, BuildContext
@@ -237,11 +239,17 @@ def _python_rules(h: list[float], cl: float, s: float) -> list[bool]:
     return out
 
 
+@cache
+def _key_prefix(c: int) -> str:
+    """The part of characteristic c's alarm keys hashed once, as the gateway does."""
+    return spc_alarm_key("bench", "Q", f"c{c}", 0, 0)[:22]
+
+
 def _alarm_record(
     c: int, rule: int, index: int, value: float, cl: float, s: float, stamp: int
 ) -> dict[str, Any]:
     """What the baselines produce per alarm: the fields and key of an spc_alarm document."""
-    key = sha256(f"bench\x1fQ\x1fc{c}\x1fspc\x1f{rule}\x1f{index}".encode()).hexdigest()[:32]
+    key = f"{_key_prefix(c)}{rule}{index:09x}"  # = spc_alarm_key("bench", "Q", f"c{c}", ...)
     return {
         "characteristic": f"c{c}",
         "rule": rule,
@@ -509,20 +517,22 @@ def _agree(
         )
 
 
-def _timed(repeats: int, work: Callable[[], Any]) -> tuple[float, float, Any]:
-    """(best wall seconds, best CPU seconds, result) over `repeats` runs."""
-    best_wall = best_cpu = math.inf
-    result = None
-    for _ in range(repeats):
+class _Best:
+    """The best (lowest) wall and CPU seconds of one implementation over the rounds."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = math.inf
+        self.result: Any = None
+
+    def time(self, work: Callable[[], Any]) -> None:
         cpu_start, started = own_cpu_seconds(), time.perf_counter()
-        result = work()
-        best_wall = min(best_wall, time.perf_counter() - started)
-        best_cpu = min(best_cpu, own_cpu_seconds() - cpu_start)
-    return best_wall, best_cpu, result
+        self.result = work()
+        self.wall = min(self.wall, time.perf_counter() - started)
+        self.cpu = min(self.cpu, own_cpu_seconds() - cpu_start)
 
 
 def run(options: dict[str, str]) -> Result:
-    repeats = int(options.get("repeats", 5))
+    repeats = int(options.get("repeats", 4))
     fraction = float(options.get("python_fraction", 0.1))
     data = _make_data(options)
     measurements = sum(len(b) for b in data.spc_batches)
@@ -532,13 +542,12 @@ def run(options: dict[str, str]) -> Result:
         f"(SPC, 8 Nelson rules) + {counter_samples:,} counter samples of {len(data.polls)} "
         f"machines (work reports); {len(data.spc_batches)} + {len(data.counter_batches)} batches"
     )
-    print("  times are the best of the runs; CPU = user + system seconds of this process")
-    every = (len(data.spc_batches), len(data.counter_batches))
-    seconds, cpu, ours = _timed(repeats, lambda: _gateway(data, *every))
     print(
-        f"  gateway (numpy)     : {seconds:8.3f} s   CPU {cpu:8.3f} s   "
-        f"{len(ours['alarms']):,} SPC alarms, {ours['completions']:,} completions"
+        f"  {repeats} rounds, each running all three implementations one after another (so that "
+        "a slow spell of a shared machine slows them alike); times are the best of the rounds; "
+        "CPU = user + system seconds of this process"
     )
+    every = (len(data.spc_batches), len(data.counter_batches))
     # pure Python on the first fraction of each stream, scaled by its rate
     machines = len(data.polls)
     chart_of = {data.table.index(f"Q/c{i}"): i for i in range(len(data.subgroups))}
@@ -552,46 +561,49 @@ def run(options: dict[str, str]) -> Result:
     spc_subset, counter_subset = data.spc_batches[:spc_part], data.counter_batches[:counter_part]
     n_meas = sum(len(b) for b in spc_subset)
     n_counts = sum(len(b) for b in counter_subset) // 2  # half the rows are counter samples
-    spc_wall, spc_cpu, py_alarms = _timed(
-        2, lambda: _python_spc(spc_subset, chart_of, data.subgroups)
+    ours, py_spc, py_counters, pd = _Best(), _Best(), _Best(), _Best()
+    for _ in range(repeats):
+        ours.time(lambda: _gateway(data, *every))
+        py_spc.time(lambda: _python_spc(spc_subset, chart_of, data.subgroups))
+        py_counters.time(lambda: _python_counters(counter_subset, roles, machines))
+        pd.time(
+            lambda: (
+                _pandas_spc(data.spc_batches, chart_of, data.subgroups),
+                _pandas_counters(data.counter_batches, roles),
+            )
+        )
+    found = ours.result
+    print(
+        f"  gateway (numpy)     : {ours.wall:8.3f} s   CPU {ours.cpu:8.3f} s   "
+        f"{len(found['alarms']):,} SPC alarms, {found['completions']:,} completions"
     )
-    cnt_wall, cnt_cpu, py_counts = _timed(
-        2, lambda: _python_counters(counter_subset, roles, machines)
-    )
-    _agree("pure Python", py_alarms, py_counts, _gateway(data, spc_part, counter_part))
+    _agree("pure Python", py_spc.result, py_counters.result, _gateway(data, spc_part, counter_part))
     scale_spc, scale_cnt = measurements / n_meas, counter_samples / n_counts
-    py_wall = spc_wall * scale_spc + cnt_wall * scale_cnt
-    py_cpu = spc_cpu * scale_spc + cnt_cpu * scale_cnt
+    py_wall = py_spc.wall * scale_spc + py_counters.wall * scale_cnt
+    py_cpu = py_spc.cpu * scale_spc + py_counters.cpu * scale_cnt
     print(
         f"  pure Python         : {py_wall:8.3f} s   CPU {py_cpu:8.3f} s   (scaled from its run "
         f"on the first {fraction:.0%}: {n_meas:,} measurements and {n_counts:,} counter "
-        f"samples, where it found the same {len(py_alarms):,} alarms and "
-        f"{py_counts['completions']:,} completions)"
+        f"samples, where it found the same {len(py_spc.result):,} alarms and "
+        f"{py_counters.result['completions']:,} completions)"
     )
-    pd_wall, pd_cpu, pd_found = _timed(
-        max(1, repeats // 2),
-        lambda: (
-            _pandas_spc(data.spc_batches, chart_of, data.subgroups),
-            _pandas_counters(data.counter_batches, roles),
-        ),
-    )
-    _agree("pandas", pd_found[0], pd_found[1], ours)
+    _agree("pandas", pd.result[0], pd.result[1], found)
     print(
-        f"  pandas (all at once): {pd_wall:8.3f} s   CPU {pd_cpu:8.3f} s   (the same alarms "
+        f"  pandas (all at once): {pd.wall:8.3f} s   CPU {pd.cpu:8.3f} s   (the same alarms "
         f"and completions)"
     )
-    vs_python, vs_pandas = py_cpu / cpu, pd_cpu / cpu
+    vs_python, vs_pandas = py_cpu / ours.cpu, pd.cpu / ours.cpu
     print(
         f"  speed-up (CPU)      : {vs_python:8.1f} × pure Python, {vs_pandas:.1f} × pandas   "
-        f"(wall: {py_wall / seconds:.1f} ×, {pd_wall / seconds:.1f} ×)"
+        f"(wall: {py_wall / ours.wall:.1f} ×, {pd.wall / ours.wall:.1f} ×)"
     )
     return {
         "measurements": measurements,
-        "seconds": round(seconds, 4),
+        "seconds": round(ours.wall, 4),
         "speedup_vs_python": round(vs_python, 1),
         "speedup_vs_pandas": round(vs_pandas, 2),
-        "cpu_seconds": round(cpu, 4),
+        "cpu_seconds": round(ours.cpu, 4),
         "counter_samples": counter_samples,
-        "spc_alarms": len(ours["alarms"]),
-        "completions": ours["completions"],
+        "spc_alarms": len(found["alarms"]),
+        "completions": found["completions"],
     }

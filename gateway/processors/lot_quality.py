@@ -19,12 +19,11 @@ the lot between parts).
 
 from __future__ import annotations
 
-__all__ = ["LotQualityProcessor"]
+__all__ = ["LotQualityProcessor", "spc_alarm_key"]
 
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from hashlib import sha256
 from typing import Any
 
 import numpy as np
@@ -51,6 +50,20 @@ from gateway.processors.spc import (
 from gateway.processors.timefmt import iso_utc
 from gateway.quality import is_good
 from gateway.tags import TagTable
+
+_ALARM_KEY = "%s%d%09x"
+
+
+def spc_alarm_key(gateway: str, machine: str, characteristic: str, rule: int, point: int) -> str:
+    """The idempotency key of an SPC alarm: rule `rule` fired at point `point` of a chart.
+
+    32 hex digits (more after 2**36 points): the first 22 of
+    ``idempotency_key(gateway, machine, characteristic, "spc")``, the rule (1-8) and the point's
+    index as 9 hex digits. Unique per characteristic, rule and point, and one hash per
+    characteristic instead of one per alarm (a chart can raise thousands in a batch).
+    """
+    prefix = idempotency_key(gateway, machine, characteristic, "spc")[:22]
+    return _ALARM_KEY % (prefix, rule, point)
 
 
 @dataclass
@@ -196,8 +209,8 @@ class LotQualityProcessor:
         )
         self._alarm_static = [
             (
-                # idempotency_key(gateway, machine, name, "spc", rule, point), prefix joined once
-                "\x1f".join((gateway_id, config.machine, spec.name, "spc")),
+                # the characteristic's part of every alarm key, hashed once (see spc_alarm_key)
+                idempotency_key(gateway_id, config.machine, spec.name, "spc")[:22],
                 f"{config.machine}/{spec.name}",
                 spec.name,
                 spec.unit,
@@ -374,8 +387,7 @@ class LotQualityProcessor:
                     *self._alarm_static[c][:2],
                 )
             template, prefix, ordering = cached
-            # = idempotency_key(gateway, machine, characteristic, "spc", rule, index)
-            key = sha256(f"{prefix}\x1f{rule}\x1f{index}".encode()).hexdigest()[:32]
+            key = _ALARM_KEY % (prefix, rule, index)  # = spc_alarm_key(...), prefix hashed once
             body = template.copy()
             body["rule"] = rule
             body["rule_name"] = RULES[rule]

@@ -15,8 +15,8 @@ October 1984; the exact reading used here, ties included, is in ``docs/mes.md``)
 
 Windows are evaluated with shifted boolean arrays (an AND doubling for "all of w", a byte sum for
 "k of w"), a fixed number of byte-wise array passes per rule. Points of several charts can
-be evaluated together: `positions` gives each point's index within its own chart's run, and a
-window that would reach into another chart's points is not complete.
+be evaluated together: `starts` gives where each chart's run of points begins, and a window that
+would reach into another chart's points is not complete.
 """
 
 from __future__ import annotations
@@ -79,12 +79,13 @@ def nelson_bits(
     points: NDArray[np.float64],
     center: ArrayLike,
     sigma: ArrayLike,
-    positions: NDArray[np.int64] | None = None,
+    starts: ArrayLike | None = None,
 ) -> NDArray[np.uint8]:
     """Which rules fire at which point, one byte per point: bit r-1 is set when rule r fires.
 
-    `center` and `sigma` are scalars or one value per point. `positions` (default 0..n-1) is
-    each point's index in its chart's run of points; windows need ``positions >= w - 1``.
+    `center` and `sigma` are scalars or one value per point. `points` may hold the runs of
+    several charts one after another: `starts` (default ``[0]``) gives the index where each run
+    begins, in increasing order; a window reaching before the start of its run is not complete.
     """
     n = len(points)
     bits = np.zeros(n, np.uint8)
@@ -92,8 +93,9 @@ def nelson_bits(
         return bits
     dev = points - np.asarray(center, np.float64)
     neg = -dev  # exact: neg > x is dev < -x
+    mag = np.abs(dev)  # exact: mag > x is dev > x or dev < -x
     s = np.asarray(sigma, np.float64)
-    s2, s3 = 2 * s, 3 * s
+    s2 = 2 * s
     above, below = dev > 0, dev < 0
     step = points[1:] - points[:-1]
     # rising[j] / falling[j]: point j + 1 is above / below point j
@@ -101,12 +103,13 @@ def nelson_bits(
     alternating = (rising[1:] & falling[:-1]) | (falling[1:] & rising[:-1])
     a2, b2 = dev > s2, neg > s2
     a1, b1 = dev > s, neg > s
+    beyond1 = mag > s
 
     def put(rule: int, width: int, window: NDArray[np.bool_]) -> None:
         target = bits[width - 1 :]
         target |= window.view(np.uint8) << (rule - 1)
 
-    put(1, 1, (dev > s3) | (neg > s3))
+    put(1, 1, mag > 3 * s)
     if n >= 9:
         put(2, 9, _all(above, 9) | _all(below, 9))
     if n >= 6:
@@ -118,15 +121,20 @@ def nelson_bits(
     if n >= 5:
         put(6, 5, (_count(a1, 5) >= 4) | (_count(b1, 5) >= 4))
     if n >= 15:
-        put(7, 15, _all((dev < s) & (neg < s), 15))
+        put(7, 15, _all(mag < s, 15))
     if n >= 8:
-        put(8, 8, _all(a1 | b1, 8) & ~_all(a1, 8) & ~_all(b1, 8))
-    if positions is not None:
-        # windows reaching before the start of a chart's run are not complete
-        short = np.flatnonzero(positions < HISTORY)
-        if len(short):
-            bits[short] &= _COMPLETE[positions[short]]
+        put(8, 8, _all(beyond1, 8) & ~_all(a1, 8) & ~_all(b1, 8))
+    _clear_incomplete(bits, starts)
     return bits
+
+
+def _clear_incomplete(bits: NDArray[np.uint8], starts: ArrayLike | None) -> None:
+    """Clear the rules whose window is not complete in the first points of each run."""
+    firsts = [0] if starts is None else np.asarray(starts).tolist()
+    ends = [*firsts[1:], len(bits)]
+    for first, end in zip(firsts, ends, strict=True):  # a few slices per chart, not per point
+        width = min(HISTORY, end - first)
+        bits[first : first + width] &= _COMPLETE[:width]
 
 
 _COMPLETE = np.array(
@@ -147,10 +155,10 @@ def nelson_flags(
     points: NDArray[np.float64],
     center: ArrayLike,
     sigma: ArrayLike,
-    positions: NDArray[np.int64] | None = None,
+    starts: ArrayLike | None = None,
 ) -> NDArray[np.bool_]:
     """Which rules fire at which point: a (8, n) boolean array, row r-1 for rule r."""
-    return unpack(nelson_bits(points, center, sigma, positions))
+    return unpack(nelson_bits(points, center, sigma, starts))
 
 
 def violation_indices(flags: NDArray[np.bool_]) -> dict[str, list[int]]:

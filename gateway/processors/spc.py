@@ -326,6 +326,33 @@ class ChartUpdate:
 _EMPTY_UPDATE_F = np.empty(0, np.float64)
 
 
+def _per_chart(
+    chart: NDArray[np.intp], values: NDArray[np.float64], stamps: NDArray[np.int64], count: int
+) -> list[tuple[int, NDArray[np.float64], NDArray[np.int64]]]:
+    """Each chart's measurements (in their order), by chart number: strided views when the
+    rows cycle through the same charts in the same order (tags polled together), else after a
+    stable sort by chart."""
+    n = len(chart)
+    if n > 1:
+        again = np.flatnonzero(chart[1 : count + 1] == chart[0])
+        period = int(again[0]) + 1 if len(again) else n
+        cycle = chart[:period].tolist() if period <= count else []
+        if len(set(cycle)) == period and (chart[period:] == chart[:-period]).all():
+            return sorted(
+                (c, values[offset::period], stamps[offset::period])
+                for offset, c in enumerate(cycle)
+            )
+    key = chart.astype(np.int16) if count < 32_000 else chart
+    order = np.argsort(key, kind="stable")  # a radix sort for 16-bit keys
+    chart, values, stamps = chart[order], values[order], stamps[order]
+    bounds = np.concatenate(([0], np.cumsum(np.bincount(chart, minlength=count)))).tolist()
+    return [
+        (c, values[bounds[c] : bounds[c + 1]], stamps[bounds[c] : bounds[c + 1]])
+        for c in range(count)
+        if bounds[c] < bounds[c + 1]
+    ]
+
+
 class ControlCharts:
     """Many control charts fed together; pure computation over a :class:`ChartState`."""
 
@@ -345,10 +372,6 @@ class ControlCharts:
     ) -> ChartUpdate:
         """Add measurements (in time order per chart) to `state`; returns the new points."""
         count = len(self.specs)
-        key = chart.astype(np.int16) if count < 32_000 else chart
-        order = np.argsort(key, kind="stable")  # a radix sort for 16-bit keys
-        chart, values, stamps = chart[order], values[order], stamps[order]
-        bounds = np.concatenate(([0], np.cumsum(np.bincount(chart, minlength=count)))).tolist()
         # 1. plotted points per chart (subgroup means), baselines and limits
         present: list[int] = []
         sizes: list[int] = []
@@ -359,13 +382,8 @@ class ControlCharts:
         stamp_parts: list[NDArray[np.int64]] = []
         range_parts: list[NDArray[np.float64]] = []
         eval_parts: list[NDArray[np.bool_] | None] = []
-        for c in range(count):
-            start, end = bounds[c], bounds[c + 1]
-            if start == end:
-                continue
-            points, point_ns, ranges = self._subgroups(
-                state, c, values[start:end], stamps[start:end]
-            )
+        for c, chart_values, chart_stamps in _per_chart(chart, values, stamps, count):
+            points, point_ns, ranges = self._subgroups(state, c, chart_values, chart_stamps)
             m = len(points)
             if m == 0:
                 continue
@@ -422,13 +440,15 @@ class ControlCharts:
         lengths = size + np.array(history_sizes, np.int64)
         seg_start = np.concatenate(([0], np.cumsum(lengths)[:-1]))
         all_points = np.concatenate(segments) if len(segments) > 1 else segments[0]
-        positions = np.arange(len(all_points), dtype=np.int64) - np.repeat(seg_start, lengths)
         seg_chart = np.repeat(np.array(present, np.intp), lengths)
-        is_new = positions >= np.repeat(np.array(history_sizes, np.int64), lengths)
         bits_all = nelson_bits(
-            all_points, state.center[seg_chart], state.sigma[seg_chart], positions
+            all_points, state.center[seg_chart], state.sigma[seg_chart], seg_start
         )
-        bits = bits_all[is_new]
+        if any(history_sizes):
+            positions = np.arange(len(all_points), dtype=np.int64) - np.repeat(seg_start, lengths)
+            bits = bits_all[positions >= np.repeat(np.array(history_sizes, np.int64), lengths)]
+        else:
+            bits = bits_all
         if not all_evaluated:
             bits[~evaluated] = 0
         # 3. where a run of violations starts (compared with the chart's previous point)

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.batch import SampleBatch
 from gateway.documents import KINDS, Document
-from gateway.processors.lot_quality import LotQualityProcessor
+from gateway.processors.lot_quality import LotQualityProcessor, spc_alarm_key
 from gateway.tags import TagTable
 from tests.unit.helpers import batch, machine_config, table_of
 
@@ -149,6 +149,17 @@ def test_spc_alarm_at_the_start_of_a_run_of_violations() -> None:
     assert alarm["time"] == "1970-01-01T00:00:04.000Z"
     assert set(alarm) == set(KINDS["spc_alarm"].fields)
     assert docs[0].ordering_key == "M1/temp"
+    # keys: deterministic, 32 hex digits, one per characteristic, rule and point
+    keys = [d.key for d in docs]
+    assert all(d.key == d.body["idempotency_key"] for d in docs)
+    assert all(len(k) == 32 and int(k, 16) >= 0 for k in keys) and len(set(keys)) == len(keys)
+    assert spc_alarm_key("gw1", "M1", "temp", 1, 3) in keys
+    assert spc_alarm_key("gw1", "M1", "temp", 2, 11) in keys
+    assert spc_alarm_key("gw1", "M1", "temp", 1, 11) != spc_alarm_key("gw1", "M1", "temp", 2, 11)
+    assert spc_alarm_key("gw1", "M1", "temp", 1, 3) != spc_alarm_key("gw1", "M1", "temp2", 1, 3)
+    assert spc_alarm_key("gw1", "M1", "temp", 1, 2**36) != spc_alarm_key("gw1", "M1", "temp", 1, 0)
+    proc2, table2 = spc_processor()  # the same history gives the same keys
+    assert [d.key for d in feed(proc2, table2, values) if d.kind == "spc_alarm"] == keys
 
 
 def test_alarm_rules_can_be_chosen_and_violations_counted_in_the_lot() -> None:

@@ -60,9 +60,14 @@ def test_scaled_limits() -> None:
 
 def test_windows_do_not_reach_into_another_chart() -> None:
     points = np.array([0.1] * 5 + [0.1] * 9)
-    positions = np.concatenate([np.arange(5), np.arange(9)]).astype(np.int64)
-    bits = nelson_bits(points, 0.0, 1.0, positions)
+    bits = nelson_bits(points, 0.0, 1.0, [0, 5])
     assert np.flatnonzero(bits & 2).tolist() == [13]  # rule 2 only at the 9th of the 2nd
+    assert np.flatnonzero(nelson_bits(points, 0.0, 1.0) & 2).tolist() == [8, 9, 10, 11, 12, 13]
+    # a run shorter than the longest window: every rule cleared where its window is short
+    bits = nelson_bits(np.array([5.0] * 3 + [-5.0] * 20), 0.0, 1.0, [0, 1, 3])
+    assert bits[:3].tolist() == [1, 1, 1]  # runs 1 and 2 too short for any rule but rule 1
+    assert np.flatnonzero(bits & 16)[0] == 5  # rule 5: the 3rd point of run 3
+    assert np.flatnonzero(bits & 2).tolist() == list(range(11, 23))
 
 
 # --- streaming ------------------------------------------------------------------------------
@@ -137,3 +142,36 @@ def test_state_round_trip_continues_the_runs() -> None:
         restored, np.zeros(4, np.intp), np.full(4, 0.1), np.arange(5, 9, dtype=np.int64)
     )
     assert update.starts.tolist() == [0, 0, 0, 2]  # rule 2 starts at the 9th point
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 4))
+def test_row_order_across_charts_does_not_matter(seed: int, cycles: int) -> None:
+    """Rows cycling through the charts (tags polled together) and rows in any other order
+    that keeps each chart's own order give the same points and the same rule bits."""
+    rng = np.random.default_rng(seed)
+    specs = [ChartSpec(subgroup=k, center=0.0, sigma=1.0) for k in (1, 2, 5)]
+    per_chart = rng.normal(0, 1.2, (3, 30 * cycles)).round(2)
+
+    def points_of(order: np.ndarray) -> dict[tuple[int, int], tuple[float, int]]:
+        charts = ControlCharts(specs)
+        state = charts.fresh_state()
+        taken = [0, 0, 0]
+        values = []
+        for c in order.tolist():
+            values.append(per_chart[c, taken[c]])
+            taken[c] += 1
+        update = charts.ingest(
+            state, order.astype(np.intp), np.array(values), np.arange(len(order), dtype=np.int64)
+        )
+        return {
+            (int(c), int(i)): (float(v), int(b))
+            for c, i, v, b in zip(
+                update.chart, update.index, update.value, update.bits, strict=True
+            )
+        }
+
+    cycling = np.tile(np.arange(3), per_chart.shape[1])
+    shuffled = rng.permutation(cycling)  # each chart's values still taken in their own order
+    assert points_of(cycling) == points_of(shuffled)
+    assert len(points_of(cycling)) == 30 * cycles * (1 + 1 / 2 + 1 / 5)
