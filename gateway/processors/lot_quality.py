@@ -135,6 +135,7 @@ class _Sums:
 
 
 _SHIFTS = np.arange(8, dtype=np.uint8)
+_RULE_NAMES = np.array(["", *(RULES[rule] for rule in range(1, 9))], object)
 
 
 def _num(value: float) -> float | None:
@@ -363,6 +364,7 @@ class LotQualityProcessor:
         chart = update.chart[points]
         center, sigma = charts.center[chart], charts.sigma[chart]
         times = np.datetime_as_string(update.stamp_ns[points].view("datetime64[ns]"), unit="ms")
+        rules = rule_rows + 1
         machine = self._config.machine
         kind = DocumentKind.SPC_ALARM.value
         created = now_ns()
@@ -370,12 +372,15 @@ class LotQualityProcessor:
         # alarm copies it and sets the rest (a dict copy is cheaper than a 21-key literal)
         templates: dict[int, tuple[dict[str, Any], str, str]] = {}
         documents = []
-        for c, rule, index, value, cl, s, time in zip(
+        for c, rule, name, index, value, cl, ucl, lcl, s, time in zip(
             chart.tolist(),
-            (rule_rows + 1).tolist(),
+            rules.tolist(),
+            _RULE_NAMES[rules].tolist(),
             update.index[points].tolist(),
             update.value[points].tolist(),
             center.tolist(),
+            (center + 3 * sigma).tolist(),
+            (center - 3 * sigma).tolist(),
             sigma.tolist(),
             times.tolist(),
             strict=True,
@@ -390,12 +395,12 @@ class LotQualityProcessor:
             key = _ALARM_KEY % (prefix, rule, index)  # = spc_alarm_key(...), prefix hashed once
             body = template.copy()
             body["rule"] = rule
-            body["rule_name"] = RULES[rule]
+            body["rule_name"] = name
             body["point"] = index
             body["value"] = value
             body["cl"] = cl
-            body["ucl"] = cl + 3 * s
-            body["lcl"] = cl - 3 * s
+            body["ucl"] = ucl
+            body["lcl"] = lcl
             body["sigma"] = s
             body["time"] = time + "Z"
             body["idempotency_key"] = key

@@ -86,6 +86,8 @@ def nelson_bits(
     `center` and `sigma` are scalars or one value per point. `points` may hold the runs of
     several charts one after another: `starts` (default ``[0]``) gives the index where each run
     begins, in increasing order; a window reaching before the start of its run is not complete.
+    An empty `starts` says that every window is complete (the points that follow only the
+    caller's history of at least ``HISTORY`` points are the ones it keeps).
     """
     n = len(points)
     bits = np.zeros(n, np.uint8)
@@ -131,6 +133,8 @@ def nelson_bits(
 def _clear_incomplete(bits: NDArray[np.uint8], starts: ArrayLike | None) -> None:
     """Clear the rules whose window is not complete in the first points of each run."""
     firsts = [0] if starts is None else np.asarray(starts).tolist()
+    if not firsts:
+        return
     ends = [*firsts[1:], len(bits)]
     for first, end in zip(firsts, ends, strict=True):  # a few slices per chart, not per point
         width = min(HISTORY, end - first)

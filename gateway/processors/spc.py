@@ -441,12 +441,18 @@ class ControlCharts:
         seg_start = np.concatenate(([0], np.cumsum(lengths)[:-1]))
         all_points = np.concatenate(segments) if len(segments) > 1 else segments[0]
         seg_chart = np.repeat(np.array(present, np.intp), lengths)
+        # a chart with a full history only keeps points whose windows are all its own
+        complete = min(history_sizes) >= HISTORY
         bits_all = nelson_bits(
-            all_points, state.center[seg_chart], state.sigma[seg_chart], seg_start
+            all_points,
+            state.center[seg_chart],
+            state.sigma[seg_chart],
+            () if complete else seg_start,
         )
-        if any(history_sizes):
-            positions = np.arange(len(all_points), dtype=np.int64) - np.repeat(seg_start, lengths)
-            bits = bits_all[positions >= np.repeat(np.array(history_sizes, np.int64), lengths)]
+        if any(history_sizes):  # the new points: each segment after its history
+            firsts_new = (seg_start + np.array(history_sizes, np.int64)).tolist()
+            ends = (seg_start + lengths).tolist()
+            bits = np.concatenate([bits_all[a:b] for a, b in zip(firsts_new, ends, strict=True)])
         else:
             bits = bits_all
         if not all_evaluated:

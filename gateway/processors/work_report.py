@@ -223,13 +223,7 @@ class WorkReportProcessor:
             state.clock_ns = max(state.clock_ns, int(stamps[-1]))
         if self._shift_end:
             state.clock_ns = max(state.clock_ns, int(batch.timestamps.max()))
-        # the positions of each role's rows, in time order: one stable (radix) sort of the
-        # small role numbers, cut where the role changes
-        by_role = np.argsort(roles, kind="stable")
-        ends = np.cumsum(np.bincount(roles, minlength=_ROLE_COUNT)).tolist()
-        of_role: dict[int, NDArray[np.intp]] = {
-            role: by_role[(ends[role - 1] if role else 0) : ends[role]] for role in self._roles_used
-        }
+        of_role = _positions_of_roles(roles, self._roles_used)
         # 1. events: identity changes and shift ends, in row order
         events, identity = self._identity_events(state, batch, rows, of_role, stamps, known)
         if self._shift_end and known:
@@ -410,6 +404,31 @@ class WorkReportProcessor:
     def _notice(self, kind: str, count: int) -> None:
         if count:
             self._noticed[kind] = self._noticed.get(kind, 0) + count
+
+
+def _positions_of_roles(roles: NDArray[np.int8], used: list[int]) -> dict[int, NDArray[np.intp]]:
+    """The positions of each role's rows, in time order.
+
+    When the rows cycle through the same roles in the same order (the tags polled together,
+    the usual case), every role's positions are evenly spaced; otherwise one stable (radix)
+    sort of the small role numbers, cut where the role changes."""
+    n = len(roles)
+    if n > 1:
+        again = np.flatnonzero(roles[1 : _ROLE_COUNT + 1] == roles[0])
+        period = int(again[0]) + 1 if len(again) else n
+        cycle = roles[:period].tolist() if period <= _ROLE_COUNT else []
+        if len(set(cycle)) == period and (roles[period:] == roles[:-period]).all():
+            offset = {role: position for position, role in enumerate(cycle)}
+            return {
+                role: np.arange(offset[role], n, period) if role in offset else _NO_ROWS
+                for role in used
+            }
+    by_role = np.argsort(roles, kind="stable")
+    ends = np.cumsum(np.bincount(roles, minlength=_ROLE_COUNT)).tolist()
+    return {role: by_role[(ends[role - 1] if role else 0) : ends[role]] for role in used}
+
+
+_NO_ROWS: NDArray[np.intp] = np.empty(0, np.intp)
 
 
 def _strided(at: NDArray[np.intp]) -> NDArray[np.intp] | slice:

@@ -175,3 +175,29 @@ def test_row_order_across_charts_does_not_matter(seed: int, cycles: int) -> None
     shuffled = rng.permutation(cycling)  # each chart's values still taken in their own order
     assert points_of(cycling) == points_of(shuffled)
     assert len(points_of(cycling)) == 30 * cycles * (1 + 1 / 2 + 1 / 5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.lists(st.integers(1, 299), max_size=10, unique=True))
+def test_several_charts_in_slices_give_each_chart_its_offline_result(
+    seed: int, cuts: list[int]
+) -> None:
+    """Charts fed together, batch after batch: each finds what it finds alone in one pass."""
+    rng = np.random.default_rng(seed)
+    per_chart = (rng.normal(0, 1, (3, 100)) + np.linspace(0, 2, 100)).round(2)
+    charts = ControlCharts([ChartSpec(subgroup=1, center=0.0, sigma=1.0)] * 3)
+    state = charts.fresh_state()
+    chart = rng.permutation(np.repeat(np.arange(3), 100))
+    rank = np.zeros(300, np.intp)
+    for c in range(3):
+        rank[chart == c] = np.arange(100)
+    values = per_chart[chart, rank]
+    found: set[tuple[int, int, int]] = set()
+    for part in np.split(np.arange(300), sorted(cuts)):
+        update = charts.ingest(state, chart[part], values[part], part.astype(np.int64))
+        for point in np.flatnonzero(update.starts):
+            for rule in range(1, 9):
+                if update.starts[point] >> (rule - 1) & 1:
+                    found.add((int(update.chart[point]), int(update.index[point]), rule))
+    expected = {(c, i, r) for c in range(3) for i, r in offline_starts(per_chart[c], 0.0, 1.0)}
+    assert found == expected
