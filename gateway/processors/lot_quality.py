@@ -369,7 +369,7 @@ class LotQualityProcessor:
         kind = DocumentKind.SPC_ALARM.value
         created = now_ns()
         # per characteristic, the body with its fixed fields (in the declared order); each
-        # alarm copies it and sets the rest (a dict copy is cheaper than a 21-key literal)
+        # alarm copies it with the rest set (cheaper than a 21-key literal or item by item)
         templates: dict[int, tuple[dict[str, Any], str, str]] = {}
         documents = []
         for c, rule, name, index, value, cl, ucl, lcl, s, time in zip(
@@ -393,17 +393,19 @@ class LotQualityProcessor:
                 )
             template, prefix, ordering = cached
             key = _ALARM_KEY % (prefix, rule, index)  # = spc_alarm_key(...), prefix hashed once
-            body = template.copy()
-            body["rule"] = rule
-            body["rule_name"] = name
-            body["point"] = index
-            body["value"] = value
-            body["cl"] = cl
-            body["ucl"] = ucl
-            body["lcl"] = lcl
-            body["sigma"] = s
-            body["time"] = time + "Z"
-            body["idempotency_key"] = key
+            body = dict(  # the template's fields in its order, the variable ones replaced
+                template,
+                rule=rule,
+                rule_name=name,
+                point=index,
+                value=value,
+                cl=cl,
+                ucl=ucl,
+                lcl=lcl,
+                sigma=s,
+                time=time + "Z",
+                idempotency_key=key,
+            )
             documents.append(Document(kind, key, machine, body, ordering, created))
         return documents
 

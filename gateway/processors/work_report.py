@@ -251,10 +251,10 @@ class WorkReportProcessor:
             if not events:
                 segment_parts[0, role] = int(result.deltas.sum())
                 continue
-            segment = np.searchsorted(positions, mine, side="right")
-            segment_parts[:, role] = np.bincount(
-                segment, weights=result.deltas, minlength=len(events) + 1
-            ).astype(np.int64)
+            # parts per segment: a row at an event's position belongs to the segment after it
+            cuts = np.searchsorted(mine, positions, side="left")
+            running = np.concatenate(([0], result.deltas.cumsum()))
+            segment_parts[:, role] = np.diff(running[np.concatenate(([0], cuts, [len(mine)]))])
         # 3. walk the segments
         if not state.known:
             if len(stamps) == 0:
