@@ -47,7 +47,7 @@ from gateway.processors.spc import (
     ControlCharts,
     capability,
 )
-from gateway.processors.timefmt import iso_utc
+from gateway.processors.timefmt import iso_utc, iso_utc_each
 from gateway.quality import is_good
 from gateway.tags import TagTable
 
@@ -363,7 +363,7 @@ class LotQualityProcessor:
         points = flagged[which]
         chart = update.chart[points]
         center, sigma = charts.center[chart], charts.sigma[chart]
-        times = np.datetime_as_string(update.stamp_ns[points].view("datetime64[ns]"), unit="ms")
+        times = iso_utc_each(update.stamp_ns[points])
         rules = rule_rows + 1
         machine = self._config.machine
         kind = DocumentKind.SPC_ALARM.value
@@ -382,7 +382,7 @@ class LotQualityProcessor:
             (center + 3 * sigma).tolist(),
             (center - 3 * sigma).tolist(),
             sigma.tolist(),
-            times.tolist(),
+            times,
             strict=True,
         ):
             cached = templates.get(c)
@@ -403,7 +403,7 @@ class LotQualityProcessor:
                 ucl=ucl,
                 lcl=lcl,
                 sigma=s,
-                time=time + "Z",
+                time=time,
                 idempotency_key=key,
             )
             documents.append(Document(kind, key, machine, body, ordering, created))
