@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from gateway.processors.grouping import repeating_cycle, sorted_groups
 from gateway.processors.nelson import HISTORY, nelson_bits, nelson_flags, violation_indices
 
 D2: dict[int, float] = {
@@ -329,23 +330,15 @@ _EMPTY_UPDATE_F = np.empty(0, np.float64)
 def _per_chart(
     chart: NDArray[np.intp], values: NDArray[np.float64], stamps: NDArray[np.int64], count: int
 ) -> list[tuple[int, NDArray[np.float64], NDArray[np.int64]]]:
-    """Each chart's measurements (in their order), by chart number: strided views when the
-    rows cycle through the same charts in the same order (tags polled together), else after a
-    stable sort by chart."""
-    n = len(chart)
-    if n > 1:
-        again = np.flatnonzero(chart[1 : count + 1] == chart[0])
-        period = int(again[0]) + 1 if len(again) else n
-        cycle = chart[:period].tolist() if period <= count else []
-        if len(set(cycle)) == period and (chart[period:] == chart[:-period]).all():
-            return sorted(
-                (c, values[offset::period], stamps[offset::period])
-                for offset, c in enumerate(cycle)
-            )
-    key = chart.astype(np.int16) if count < 32_000 else chart
-    order = np.argsort(key, kind="stable")  # a radix sort for 16-bit keys
-    chart, values, stamps = chart[order], values[order], stamps[order]
-    bounds = np.concatenate(([0], np.cumsum(np.bincount(chart, minlength=count)))).tolist()
+    """Each chart's measurements (in their order), by chart number."""
+    cycle = repeating_cycle(chart, count)
+    if cycle is not None:  # strided views
+        period = len(cycle)
+        return sorted(
+            (c, values[offset::period], stamps[offset::period]) for offset, c in enumerate(cycle)
+        )
+    order, bounds = sorted_groups(chart, count)
+    values, stamps = values[order], stamps[order]
     return [
         (c, values[bounds[c] : bounds[c + 1]], stamps[bounds[c] : bounds[c + 1]])
         for c in range(count)

@@ -33,6 +33,7 @@ from gateway.config.processors import Trigger, WorkReportConfig
 from gateway.config.shifts import ShiftCalendarConfig
 from gateway.documents import Document, DocumentKind, idempotency_key
 from gateway.processors.counters import counter_deltas, default_rollover
+from gateway.processors.grouping import repeating_cycle, sorted_groups
 from gateway.processors.relevance import Relevance
 from gateway.processors.shifts import ShiftCalendar
 from gateway.processors.timefmt import iso_utc
@@ -407,25 +408,17 @@ class WorkReportProcessor:
 
 
 def _positions_of_roles(roles: NDArray[np.int8], used: list[int]) -> dict[int, NDArray[np.intp]]:
-    """The positions of each role's rows, in time order.
-
-    When the rows cycle through the same roles in the same order (the tags polled together,
-    the usual case), every role's positions are evenly spaced; otherwise one stable (radix)
-    sort of the small role numbers, cut where the role changes."""
-    n = len(roles)
-    if n > 1:
-        again = np.flatnonzero(roles[1 : _ROLE_COUNT + 1] == roles[0])
-        period = int(again[0]) + 1 if len(again) else n
-        cycle = roles[:period].tolist() if period <= _ROLE_COUNT else []
-        if len(set(cycle)) == period and (roles[period:] == roles[:-period]).all():
-            offset = {role: position for position, role in enumerate(cycle)}
-            return {
-                role: np.arange(offset[role], n, period) if role in offset else _NO_ROWS
-                for role in used
-            }
-    by_role = np.argsort(roles, kind="stable")
-    ends = np.cumsum(np.bincount(roles, minlength=_ROLE_COUNT)).tolist()
-    return {role: by_role[(ends[role - 1] if role else 0) : ends[role]] for role in used}
+    """The positions of each role's rows, in time order."""
+    cycle = repeating_cycle(roles, _ROLE_COUNT)
+    if cycle is not None:  # the usual poll: evenly spaced
+        offset = {role: position for position, role in enumerate(cycle)}
+        n, period = len(roles), len(cycle)
+        return {
+            role: np.arange(offset[role], n, period) if role in offset else _NO_ROWS
+            for role in used
+        }
+    by_role, bounds = sorted_groups(roles, _ROLE_COUNT)
+    return {role: by_role[bounds[role] : bounds[role + 1]] for role in used}
 
 
 _NO_ROWS: NDArray[np.intp] = np.empty(0, np.intp)
