@@ -37,10 +37,11 @@ import json
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 from aiohttp import web
+
+from simulators.service import Service
 
 from .b2mml import B2mmlReceiver
 from .control import add_control_routes
@@ -123,7 +124,7 @@ class BusinessStats:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class BusinessSimulator:
+class BusinessSimulator(Service):
     """Shared implementation of the ERP, WMS and QMS simulators.
 
     Example::
@@ -194,18 +195,6 @@ class BusinessSimulator:
         if self._control is not None:
             await self._control.stop()
         await self._main.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # ------------------------------------------------------------------ application
     def _main_app(self) -> web.Application:

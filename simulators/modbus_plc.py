@@ -14,14 +14,15 @@ import contextlib
 import functools
 import logging
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, cast
 
 from pymodbus.constants import ExcCodes
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.server import ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
+
+from simulators.service import Service
 
 from .faults import Faults, FaultSettings, supervise_down
 from .model import MachineSnapshot, SetpointError
@@ -113,7 +114,7 @@ class _PlcServer(ModbusTcpServer):
         )
 
 
-class ModbusPlc:
+class ModbusPlc(Service):
     """A Modbus TCP server for a :class:`~simulators.plant.Plant`.
 
     Example::
@@ -178,18 +179,6 @@ class ModbusPlc:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._go_down()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # ------------------------------------------------------------------ listening
     async def _listen(self) -> None:

@@ -22,14 +22,15 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, cast
 
 from asyncua import ua
 from asyncua.common.callback import CallbackType, ServerItemCallback
 from asyncua.server.server import Server
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.status_codes import StatusCodes
+
+from simulators.service import Service
 
 from .faults import Faults, FaultSettings, supervise_down
 from .model import (
@@ -113,7 +114,7 @@ def _free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
-class OpcUaPlc:
+class OpcUaPlc(Service):
     """An OPC UA server for a :class:`~simulators.plant.Plant` (security None, anonymous).
 
     Example::
@@ -217,18 +218,6 @@ class OpcUaPlc:
                 with contextlib.suppress(asyncio.CancelledError):
                     await clock
             await server.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # ------------------------------------------------------------------ address space
     async def _build(self, port: int) -> Server:

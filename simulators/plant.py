@@ -19,8 +19,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
+
+from simulators.service import Service
 
 from .machine import Machine
 from .model import MachineSnapshot, PartEvent, Segment
@@ -90,7 +91,7 @@ class PlantUpdate:
 Listener = Callable[[PlantUpdate], None]
 
 
-class Plant:
+class Plant(Service):
     """A production line on a scenario clock.
 
     Example::
@@ -287,18 +288,6 @@ class Plant:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # ------------------------------------------------------------------ internals
     async def _run(self) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
+
+from simulators.service import Service
 
 from .business import BusinessSimulator, ErpSimulator, QmsSimulator, WmsSimulator
 from .control import PlantControl
@@ -18,7 +19,7 @@ from .scenario import Scenario
 __all__ = ["PlantSimulator", "SimulatorStack"]
 
 
-class PlantSimulator:
+class PlantSimulator(Service):
     """The plant with its Modbus PLC, OPC UA PLC and HTTP control endpoint."""
 
     def __init__(
@@ -76,18 +77,6 @@ class PlantSimulator:
         await self.modbus.stop()
         await self.plant.stop()
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
 
 async def _start_all(
     starters: list[Callable[[], Awaitable[None]]], stop: Callable[[], Awaitable[None]]
@@ -102,7 +91,7 @@ async def _start_all(
         raise
 
 
-class SimulatorStack:
+class SimulatorStack(Service):
     """The plant and the ERP, WMS and QMS simulators, each with a control endpoint.
 
     Example::
@@ -173,15 +162,3 @@ class SimulatorStack:
         for sim in reversed(self.business):
             await sim.stop()
         await self.plant_simulator.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
