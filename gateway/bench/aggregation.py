@@ -24,8 +24,8 @@ after another in each of 4 rounds [repeats], so that a slow spell of a shared ma
 them alike: in each round pure Python once, then the gateway again and again for as long as
 pure Python took (its mean per run, so both are means over windows of the same length), then
 pandas once; times are the best of the rounds. CPU seconds are the process's user + system time
-of the same run. Speed-ups are ratios of CPU seconds, which the
-other load of a shared machine changes much less than wall time; both are printed.
+of the same run. Speed-ups are ratios of CPU seconds, which the other load of a shared machine
+changes much less than wall time; both are printed.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from gateway.bench import Result
 from gateway.bench.process import own_cpu_seconds
 from gateway.config.load import load_config_text
 from gateway.config.model import GatewayConfig
-from gateway.processors.lot_quality import spc_alarm_key
+from gateway.processors.lot_quality import spc_alarm_key_prefix
 from gateway.processors.spc import D2
 from gateway.runtime.interfaces import Processor
 from gateway.runtime.registry import PROCESSORS, BuildContext
@@ -244,7 +244,7 @@ def _python_rules(h: list[float], cl: float, s: float) -> list[bool]:
 @cache
 def _key_prefix(c: int) -> str:
     """The part of characteristic c's alarm keys hashed once, as the gateway does."""
-    return spc_alarm_key("bench", "Q", f"c{c}", 0, 0)[:22]
+    return spc_alarm_key_prefix("bench", "Q", f"c{c}")
 
 
 def _alarm_record(

@@ -19,7 +19,7 @@ the lot between parts).
 
 from __future__ import annotations
 
-__all__ = ["LotQualityProcessor", "spc_alarm_key"]
+__all__ = ["LotQualityProcessor", "spc_alarm_key", "spc_alarm_key_prefix"]
 
 import math
 from collections.abc import Mapping
@@ -54,16 +54,19 @@ from gateway.tags import TagTable
 _ALARM_KEY = "%s%d%09x"
 
 
+def spc_alarm_key_prefix(gateway: str, machine: str, characteristic: str) -> str:
+    """The part of a characteristic's SPC alarm keys that is hashed (once per characteristic)."""
+    return idempotency_key(gateway, machine, characteristic, "spc")[:22]
+
+
 def spc_alarm_key(gateway: str, machine: str, characteristic: str, rule: int, point: int) -> str:
     """The idempotency key of an SPC alarm: rule `rule` fired at point `point` of a chart.
 
-    32 hex digits (more after 2**36 points): the first 22 of
-    ``idempotency_key(gateway, machine, characteristic, "spc")``, the rule (1-8) and the point's
-    index as 9 hex digits. Unique per characteristic, rule and point, and one hash per
-    characteristic instead of one per alarm (a chart can raise thousands in a batch).
+    32 hex digits (more after 2**36 points): :func:`spc_alarm_key_prefix`, the rule (1-8) and
+    the point's index as 9 hex digits. Unique per characteristic, rule and point, and one hash
+    per characteristic instead of one per alarm (a chart can raise thousands in a batch).
     """
-    prefix = idempotency_key(gateway, machine, characteristic, "spc")[:22]
-    return _ALARM_KEY % (prefix, rule, point)
+    return _ALARM_KEY % (spc_alarm_key_prefix(gateway, machine, characteristic), rule, point)
 
 
 @dataclass
@@ -210,8 +213,7 @@ class LotQualityProcessor:
         )
         self._alarm_static = [
             (
-                # the characteristic's part of every alarm key, hashed once (see spc_alarm_key)
-                idempotency_key(gateway_id, config.machine, spec.name, "spc")[:22],
+                spc_alarm_key_prefix(gateway_id, config.machine, spec.name),
                 f"{config.machine}/{spec.name}",
                 spec.name,
                 spec.unit,
