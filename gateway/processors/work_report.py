@@ -134,9 +134,8 @@ class WorkReportProcessor:
     def ingest(self, batch: SampleBatch) -> list[Document]:
         shift_due = False
         if self._shift_end and len(batch) and self._committed.known:
-            if not self._next_end_ns:
-                self._next_end_ns = self._calendar.next_end_after(self._committed.clock_ns)
-            shift_due = int(batch.timestamps.max()) >= self._next_end_ns
+            due_ns = self._next_shift_end(self._committed.clock_ns)
+            shift_due = int(batch.timestamps.max()) >= due_ns
         if not (shift_due or self._requested or self._relevance.concerns(batch)):
             self._pending = None
             return []
@@ -227,7 +226,7 @@ class WorkReportProcessor:
         of_role = _positions_of_roles(roles, self._roles_used)
         # 1. events: identity changes and shift ends, in row order
         events, identity = self._identity_events(state, batch, rows, of_role, stamps, known)
-        if self._shift_end and known:
+        if self._shift_end and known and state.clock_ns >= self._next_shift_end(start_clock):
             for shift in self._calendar.ended_between(start_clock, state.clock_ns):
                 position = int(np.searchsorted(stamps, shift.end_ns, side="right"))
                 events.append(_Event(position, shift.end_ns, None, frozenset()))
@@ -288,6 +287,12 @@ class WorkReportProcessor:
                     state.order_documents = 0
             state.identity = event.identity
         return documents
+
+    def _next_shift_end(self, clock_ns: int) -> int:
+        """The first shift end after the committed clock (cached until a commit passes it)."""
+        if not self._next_end_ns:
+            self._next_end_ns = self._calendar.next_end_after(clock_ns)
+        return self._next_end_ns
 
     def _identity_events(
         self,
