@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 from gateway.batch import SampleBatch
 from gateway.config.processors import GenealogyConfig
 from gateway.documents import Document, DocumentKind, idempotency_key
+from gateway.processors.changes import change_positions
 from gateway.processors.genealogy_store import GenealogyStore
 from gateway.processors.relevance import Relevance
 from gateway.processors.timefmt import iso_utc
@@ -276,7 +277,7 @@ class GenealogyProcessor:
                 keys: NDArray[Any] = batch.values[rows]
             else:
                 keys = batch.objects[rows]
-            picks = np.concatenate(([0], np.flatnonzero(keys[1:] != keys[:-1]) + 1))
+            picks = np.concatenate(([0], change_positions(keys) + 1))
             current = (
                 state.identity[role] if role < _SCAN_ROLE else state.last_scan[role - _SCAN_ROLE]
             )

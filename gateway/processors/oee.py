@@ -43,6 +43,7 @@ from gateway.batch import SampleBatch
 from gateway.config.processors import OeeConfig, StateCategory
 from gateway.config.shifts import ShiftCalendarConfig
 from gateway.documents import Document, DocumentKind, idempotency_key
+from gateway.processors.changes import change_positions
 from gateway.processors.counters import counter_deltas, default_rollover
 from gateway.processors.relevance import Relevance
 from gateway.processors.shifts import ShiftCalendar
@@ -155,6 +156,11 @@ class OeeProcessor:
         ):
             if tag is not None:
                 self._role[table.index(tag)] = role
+        self._numeric_text = {
+            role: tag is not None and table[table.index(tag)].type.is_numeric
+            for role, tag in ((_ORDER, config.order), (_MATERIAL, config.material))
+        }
+        """Whether the order / material tag is a number (read from the value column)."""
         self._relevance = Relevance(table, self._role >= 0)
         self._states: dict[int, str] = (
             dict(PACKML_CATEGORIES) if config.state_model == "packml" else {}
@@ -311,8 +317,14 @@ class OeeProcessor:
             (_MATERIAL, _EV_MATERIAL, state.material),
         ):
             mine = np.flatnonzero((roles == role) & good)
+            if len(mine) == 0:
+                continue
+            objects = None if self._numeric_text[role] else batch.objects
+            at = rows[mine]
+            keys: NDArray[Any] = batch.values[at] if objects is None else objects[at]
             text = current
-            for i in mine.tolist():  # one per poll: order and material change rarely
+            # only where the raw value changes (order and material change rarely)
+            for i in mine[np.concatenate(([0], change_positions(keys) + 1))].tolist():
                 value = batch.value_of(int(rows[i]))
                 new = "" if value is None else _text(value)
                 if new != text:

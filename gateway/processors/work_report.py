@@ -32,6 +32,7 @@ from gateway.batch import SampleBatch
 from gateway.config.processors import Trigger, WorkReportConfig
 from gateway.config.shifts import ShiftCalendarConfig
 from gateway.documents import Document, DocumentKind, idempotency_key
+from gateway.processors.changes import change_positions
 from gateway.processors.counters import counter_deltas, default_rollover
 from gateway.processors.grouping import repeating_cycle, sorted_groups
 from gateway.processors.relevance import Relevance
@@ -318,14 +319,9 @@ class WorkReportProcessor:
                 mine, at, where = mine[good], at[good], at[good]
                 if len(mine) == 0:
                     continue
-            if self._identity_numeric[offset] or batch.objects is None:
-                keys: NDArray[Any] = batch.values[where]
-                both_nan = np.isnan(keys[1:]) & np.isnan(keys[:-1])
-                changed = ~((keys[1:] == keys[:-1]) | both_nan)
-            else:
-                keys = batch.objects[where]
-                changed = keys[1:] != keys[:-1]
-            positions = np.flatnonzero(changed)
+            objects = None if self._identity_numeric[offset] else batch.objects
+            keys: NDArray[Any] = batch.values[where] if objects is None else objects[where]
+            positions = change_positions(keys)
             candidates.append((int(mine[0]), offset))
             if len(positions):
                 candidates += [(int(mine[p + 1]), offset) for p in positions.tolist()]
