@@ -24,6 +24,7 @@ __all__ = ["LotQualityProcessor", "spc_alarm_key", "spc_alarm_key_prefix"]
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -364,55 +365,43 @@ class LotQualityProcessor:
         which, rule_rows = np.nonzero(per_rule)
         points = flagged[which]
         chart = update.chart[points]
-        center, sigma = charts.center[chart], charts.sigma[chart]
-        times = iso_utc_each(update.stamp_ns[points])
         rules = rule_rows + 1
-        machine = self._config.machine
-        kind = DocumentKind.SPC_ALARM.value
-        created = now_ns()
-        # per characteristic, the body with its fixed fields (in the declared order); each
-        # alarm copies it with the rest set (cheaper than a 21-key literal or item by item)
-        templates: dict[int, tuple[dict[str, Any], str, str]] = {}
-        documents = []
-        for c, rule, name, index, value, cl, ucl, lcl, s, time in zip(
-            chart.tolist(),
+        variable = zip(
             rules.tolist(),
             _RULE_NAMES[rules].tolist(),
             update.index[points].tolist(),
             update.value[points].tolist(),
-            center.tolist(),
-            (center + 3 * sigma).tolist(),
-            (center - 3 * sigma).tolist(),
-            sigma.tolist(),
-            times,
+            iso_utc_each(update.stamp_ns[points]),
             strict=True,
-        ):
-            cached = templates.get(c)
-            if cached is None:
-                cached = templates[c] = (
-                    self._alarm_template(state, c),
-                    *self._alarm_static[c][:2],
+        )
+        machine = self._config.machine
+        kind = DocumentKind.SPC_ALARM.value
+        created = now_ns()
+        # the points come grouped by characteristic: per group, a body with the fixed fields
+        # (in the declared order) that each alarm copies with the rest set
+        firsts = [0, *(np.flatnonzero(chart[1:] != chart[:-1]) + 1).tolist()]
+        ends = [*firsts[1:], len(chart)]
+        documents = []
+        for c, first, end in zip(chart[firsts].tolist(), firsts, ends, strict=True):
+            template = self._alarm_template(state, charts, c)
+            prefix, ordering = self._alarm_static[c][:2]
+            for rule, name, index, value, time in islice(variable, end - first):
+                key = _ALARM_KEY % (prefix, rule, index)  # = spc_alarm_key(...), prefix hashed once
+                body = dict(
+                    template,
+                    rule=rule,
+                    rule_name=name,
+                    point=index,
+                    value=value,
+                    time=time,
+                    idempotency_key=key,
                 )
-            template, prefix, ordering = cached
-            key = _ALARM_KEY % (prefix, rule, index)  # = spc_alarm_key(...), prefix hashed once
-            body = dict(  # the template's fields in its order, the variable ones replaced
-                template,
-                rule=rule,
-                rule_name=name,
-                point=index,
-                value=value,
-                cl=cl,
-                ucl=ucl,
-                lcl=lcl,
-                sigma=s,
-                time=time,
-                idempotency_key=key,
-            )
-            documents.append(Document(kind, key, machine, body, ordering, created))
+                documents.append(Document(kind, key, machine, body, ordering, created))
         return documents
 
-    def _alarm_template(self, state: _State, c: int) -> dict[str, Any]:
+    def _alarm_template(self, state: _State, charts: ChartState, c: int) -> dict[str, Any]:
         _, _, name, unit, subgroup, nominal, lsl, usl = self._alarm_static[c]
+        center, sigma = float(charts.center[c]), float(charts.sigma[c])
         return {
             "gateway": self._gateway,
             "machine": self._config.machine,
@@ -422,10 +411,10 @@ class LotQualityProcessor:
             "rule_name": "",
             "point": 0,
             "value": 0.0,
-            "cl": 0.0,
-            "ucl": 0.0,
-            "lcl": 0.0,
-            "sigma": 0.0,
+            "cl": center,
+            "ucl": center + 3 * sigma,
+            "lcl": center - 3 * sigma,
+            "sigma": sigma,
             "subgroup": subgroup,
             "time": "",
             "lot": state.lot,

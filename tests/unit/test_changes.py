@@ -1,15 +1,17 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import NDArray
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.processors.changes import change_positions
 
 
-def _reference(values: list[object]) -> list[int]:
+def _reference(values: Sequence[object]) -> list[int]:
     def same(a: object, b: object) -> bool:
         if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
             return True
@@ -18,7 +20,7 @@ def _reference(values: list[object]) -> list[int]:
     return [p for p in range(len(values) - 1) if not same(values[p], values[p + 1])]
 
 
-def _objects(values: list[object]) -> np.ndarray:
+def _objects(values: Sequence[object]) -> NDArray[np.object_]:
     array = np.empty(len(values), object)
     array[:] = values
     return array
@@ -42,7 +44,7 @@ def test_missing_numbers_are_no_change_among_themselves() -> None:
 
 
 @given(st.lists(st.sampled_from(["L1", "L2", "L3", None]), max_size=40))
-def test_objects_change_where_neighbours_differ(values: list[object]) -> None:
+def test_objects_change_where_neighbours_differ(values: list[str | None]) -> None:
     # copies, so that equal strings are mostly different objects
     copies = [v if v is None else "".join(list(v)) for v in values]
     assert change_positions(_objects(copies)).tolist() == _reference(values)
