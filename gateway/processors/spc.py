@@ -375,8 +375,10 @@ class ControlCharts:
         stamp_parts: list[NDArray[np.int64]] = []
         range_parts: list[NDArray[np.float64]] = []
         eval_parts: list[NDArray[np.bool_] | None] = []
-        for c, chart_values, chart_stamps in _per_chart(chart, values, stamps, count):
-            points, point_ns, ranges = self._subgroups(state, c, chart_values, chart_stamps)
+        groups = _per_chart(chart, values, stamps, count)
+        plotted = self._plotted_points(state, groups)
+        for c, _, _ in groups:
+            points, point_ns, ranges = plotted[c]
             m = len(points)
             if m == 0:
                 continue
@@ -469,39 +471,73 @@ class ControlCharts:
             run_starts,
         )
 
-    def _subgroups(
-        self, state: ChartState, c: int, values: NDArray[np.float64], stamps: NDArray[np.int64]
-    ) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.float64]]:
-        k = self.specs[c].subgroup
-        if k == 1:
-            if len(self._nan) < len(values):
-                self._nan = np.full(max(len(values), 2 * len(self._nan)), np.nan)
-            return values, stamps, self._nan[: len(values)]
-        pending = state.pending[c]
-        carried = len(pending)
-        data = np.concatenate((np.array(pending, np.float64), values)) if carried else values
-        groups = len(data) // k
-        used = groups * k
-        if groups:
-            # column-wise over the k members: faster than reducing rows of length k, and the
-            # sum is taken in the members' order, as a plain sum() would
-            total = data[0:used:k].copy()
-            high = total.copy()
-            low = total.copy()
-            for member in range(1, k):
-                column = data[member:used:k]
-                total += column
-                np.maximum(high, column, out=high)
-                np.minimum(low, column, out=low)
-            points = total / k
-            ranges = high - low
+    def _plotted_points(
+        self,
+        state: ChartState,
+        groups: list[tuple[int, NDArray[np.float64], NDArray[np.int64]]],
+    ) -> dict[int, tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.float64]]]:
+        """Per chart: its new plotted points, their timestamps and subgroup ranges.
+
+        Individuals plot the values as they are. The subgroups of all charts with one subgroup
+        size k > 1 are reduced together, in one pass over their joined complete subgroups.
+        """
+        plotted: dict[int, tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.float64]]]
+        plotted = {}
+        by_size: dict[int, list[tuple[int, NDArray[np.float64], NDArray[np.int64]]]] = {}
+        for c, values, stamps in groups:
+            k = self.specs[c].subgroup
+            if k == 1:
+                if len(self._nan) < len(values):
+                    self._nan = np.full(max(len(values), 2 * len(self._nan)), np.nan)
+                plotted[c] = (values, stamps, self._nan[: len(values)])
+            else:
+                by_size.setdefault(k, []).append((c, values, stamps))
+        for k, members in by_size.items():
+            plotted.update(self._subgroup_means(state, k, members))
+        return plotted
+
+    def _subgroup_means(
+        self,
+        state: ChartState,
+        k: int,
+        members: list[tuple[int, NDArray[np.float64], NDArray[np.int64]]],
+    ) -> dict[int, tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.float64]]]:
+        """Means and ranges of the complete subgroups of charts of subgroup size k; the values
+        of an incomplete last subgroup wait in the chart's `pending` list."""
+        complete: list[NDArray[np.float64]] = []
+        counts: list[int] = []
+        point_stamps: list[NDArray[np.int64]] = []
+        for c, values, stamps in members:
+            pending = state.pending[c]
+            carried = len(pending)
+            data = np.concatenate((np.array(pending, np.float64), values)) if carried else values
+            groups = len(data) // k
+            used = groups * k
+            state.pending[c] = data[used:].tolist()
+            complete.append(data[:used])
+            counts.append(groups)
             # each subgroup's last value is a new one (fewer than k values are carried)
-            point_ns = stamps[k - 1 - carried :: k][:groups]
-        else:
-            points = ranges = _EMPTY_UPDATE_F
-            point_ns = np.empty(0, np.int64)
-        state.pending[c] = data[used:].tolist()
-        return points, point_ns, ranges
+            point_stamps.append(stamps[k - 1 - carried :: k][:groups])
+        data = np.concatenate(complete) if len(complete) > 1 else complete[0]
+        used = len(data)
+        # column-wise over the k members: faster than reducing rows of length k, and the sum
+        # is taken in the members' order, as a plain sum() would
+        total = data[0:used:k].copy()
+        high = total.copy()
+        low = total.copy()
+        for member in range(1, k):
+            column = data[member:used:k]
+            total += column
+            np.maximum(high, column, out=high)
+            np.minimum(low, column, out=low)
+        means = total / k
+        ranges = high - low
+        out = {}
+        first = 0
+        for (c, _, _), groups, stamps in zip(members, counts, point_stamps, strict=True):
+            out[c] = (means[first : first + groups], stamps, ranges[first : first + groups])
+            first += groups
+        return out
 
     def _baseline(
         self,
