@@ -50,29 +50,75 @@ HISTORY = max(WINDOWS.values()) - 1
 """Earlier points a chart must keep so that every window of a new point is complete (14)."""
 
 
-def _all(condition: NDArray[np.bool_], width: int) -> NDArray[np.bool_]:
-    """Whether all of `width` consecutive values are true, per window (n - width + 1 of them).
+def _all(
+    condition: NDArray[np.bool_], width: int, out: NDArray[np.bool_] | None = None
+) -> NDArray[np.bool_]:
+    """Whether all of `width` (>= 2) consecutive values are true, per window (n - width + 1).
 
     Doubling: AND the array with itself shifted by 1, 2, 4, ... then once more for the rest;
-    byte-wise operations that stay fast on a million points.
+    byte-wise operations that stay fast on a million points. The last one writes to `out`.
     """
-    out, span = condition, 1
+    shifts = []
+    span = 1
     while span * 2 <= width:
-        out = out[:-span] & out[span:]
+        shifts.append(span)
         span *= 2
     if span < width:
-        out = out[: len(out) - (width - span)] & out[width - span :]
-    return out
+        shifts.append(width - span)
+    result = condition
+    for shift in shifts[:-1]:
+        result = result[: len(result) - shift] & result[shift:]
+    last = shifts[-1]
+    return np.bitwise_and(result[: len(result) - last], result[last:], out=out)
 
 
-def _count(condition: NDArray[np.bool_], width: int) -> NDArray[np.uint8]:
-    """How many of `width` consecutive values are true, per window (width <= 255)."""
-    n = len(condition) - width + 1
-    codes = condition.view(np.uint8)
-    out = codes[:n].copy()
-    for k in range(1, width):
-        out += codes[k : k + n]
-    return out
+def _window_sum(codes: NDArray[np.uint8], width: int) -> NDArray[np.uint8]:
+    """Sums of `width` consecutive bytes (3 or 5), from sums of pairs."""
+    pairs = codes[:-1] + codes[1:]
+    if width == 3:
+        return pairs[:-1] + codes[2:]
+    if width == 5:
+        fours = pairs[:-2] + pairs[2:]
+        return fours[:-1] + codes[4:]
+    raise ValueError(f"no window sum of width {width}")
+
+
+def _flags(points: NDArray[np.float64], center: ArrayLike, sigma: ArrayLike) -> NDArray[np.bool_]:
+    """Every rule on every point as an (8, n) boolean array, before incomplete windows are
+    cleared. Each rule's last operation writes its row (from the window's last point on)."""
+    n = len(points)
+    flags = np.zeros((8, n), bool)
+    dev = points - np.asarray(center, np.float64)
+    neg = -dev  # exact: neg > x is dev < -x
+    mag = np.abs(dev)  # exact: mag > x is dev > x or dev < -x
+    s = np.asarray(sigma, np.float64)
+    s2 = 2 * s
+    np.greater(mag, 3 * s, out=flags[0])
+    a1, b1 = dev > s, neg > s
+    if n >= 3:
+        a2, b2 = (dev > s2).view(np.uint8), (neg > s2).view(np.uint8)
+        np.bitwise_or(_window_sum(a2, 3) >= 2, _window_sum(b2, 3) >= 2, out=flags[4, 2:])
+    if n >= 5:
+        above4 = _window_sum(a1.view(np.uint8), 5) >= 4
+        np.bitwise_or(above4, _window_sum(b1.view(np.uint8), 5) >= 4, out=flags[5, 4:])
+    if n >= 6:
+        step = points[1:] - points[:-1]
+        # rising[j] / falling[j]: point j + 1 is above / below point j
+        rising, falling = step > 0, step < 0
+        np.bitwise_or(_all(rising, 5), _all(falling, 5), out=flags[2, 5:])
+        if n >= 14:
+            alternating = (rising[1:] & falling[:-1]) | (falling[1:] & rising[:-1])
+            _all(alternating, 12, out=flags[3, 13:])
+    if n >= 8:
+        above8, below8 = _all(dev > 0, 8), _all(dev < 0, 8)
+        if n >= 9:  # nine in a row: two overlapping runs of eight
+            above9, below9 = above8[:-1] & above8[1:], below8[:-1] & below8[1:]
+            np.bitwise_or(above9, below9, out=flags[1, 8:])
+        # beyond 1 sigma all eight, not all on one side (x > y is x and not y for booleans)
+        np.greater(_all(a1 | b1, 8), above8 | below8, out=flags[7, 7:])
+    if n >= 15:
+        _all(mag < s, 15, out=flags[6, 14:])
+    return flags
 
 
 def nelson_bits(
@@ -89,45 +135,21 @@ def nelson_bits(
     An empty `starts` says that every window is complete (the points that follow only the
     caller's history of at least ``HISTORY`` points are the ones it keeps).
     """
-    n = len(points)
-    bits = np.zeros(n, np.uint8)
-    if n == 0:
-        return bits
-    dev = points - np.asarray(center, np.float64)
-    neg = -dev  # exact: neg > x is dev < -x
-    mag = np.abs(dev)  # exact: mag > x is dev > x or dev < -x
-    s = np.asarray(sigma, np.float64)
-    s2 = 2 * s
-    above, below = dev > 0, dev < 0
-    step = points[1:] - points[:-1]
-    # rising[j] / falling[j]: point j + 1 is above / below point j
-    rising, falling = step > 0, step < 0
-    alternating = (rising[1:] & falling[:-1]) | (falling[1:] & rising[:-1])
-    a2, b2 = dev > s2, neg > s2
-    a1, b1 = dev > s, neg > s
-    beyond1 = mag > s
-
-    def put(rule: int, width: int, window: NDArray[np.bool_]) -> None:
-        target = bits[width - 1 :]
-        target |= window.view(np.uint8) << (rule - 1)
-
-    put(1, 1, mag > 3 * s)
-    if n >= 9:
-        put(2, 9, _all(above, 9) | _all(below, 9))
-    if n >= 6:
-        put(3, 6, _all(rising, 5) | _all(falling, 5))
-    if n >= 14:
-        put(4, 14, _all(alternating, 12))
-    if n >= 3:
-        put(5, 3, (_count(a2, 3) >= 2) | (_count(b2, 3) >= 2))
-    if n >= 5:
-        put(6, 5, (_count(a1, 5) >= 4) | (_count(b1, 5) >= 4))
-    if n >= 15:
-        put(7, 15, _all(mag < s, 15))
-    if n >= 8:
-        put(8, 8, _all(beyond1, 8) & ~_all(a1, 8) & ~_all(b1, 8))
+    if len(points) == 0:
+        return np.zeros(0, np.uint8)
+    bits = _pack(_flags(points, center, sigma))
     _clear_incomplete(bits, starts)
     return bits
+
+
+def _pack(flags: NDArray[np.bool_]) -> NDArray[np.uint8]:
+    """An (8, n) boolean array as n bytes, row r in bit r: pairs of rows, then pairs of pairs
+    (six byte-wise passes; much faster than ``np.packbits`` along the short axis)."""
+    rows = flags.view(np.uint8)
+    pairs = rows[0::2] | (rows[1::2] << 1)
+    quads = pairs[0::2] | (pairs[1::2] << 2)
+    packed: NDArray[np.uint8] = quads[0] | (quads[1] << 4)
+    return packed
 
 
 def _clear_incomplete(bits: NDArray[np.uint8], starts: ArrayLike | None) -> None:
