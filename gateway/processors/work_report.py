@@ -140,18 +140,13 @@ class WorkReportProcessor:
         if not (shift_due or self._requested or self._relevance.concerns(batch)):
             self._pending = None
             return []
-        roles = self._role[batch.tags]
-        mine = roles >= 0
-        rows: NDArray[np.intp] | None = None  # None: every row is one of ours
-        if not mine.all():
-            rows = np.flatnonzero(mine)
-            roles = roles[rows]
+        arranged = _arrange(batch, self._role, self._roles_used)
         state = _copy(self._committed)
         self._pending = state
         documents: list[Document] = []
         now = self._now_ns = batch.received_ns
-        if len(roles) or shift_due:
-            documents += self._apply(state, batch, rows, roles)
+        if arranged.first_ns is not None or shift_due:
+            documents += self._apply(state, batch, arranged)
         if self._requested:
             self._requested = False
             documents += self._close(state, max(now, state.clock_ns), "request", final=False)
@@ -202,31 +197,16 @@ class WorkReportProcessor:
 
     # --- the work ---
 
-    def _apply(
-        self,
-        state: _State,
-        batch: SampleBatch,
-        rows: NDArray[np.intp] | None,
-        roles: NDArray[np.int8],
-    ) -> list[Document]:
-        stamps = batch.timestamps if rows is None else batch.timestamps[rows]
-        is_identity = roles >= _IDENTITY_ROLE
-        if len(roles) > 1 and (
-            (stamps[1:] < stamps[:-1]).any()
-            or (is_identity[:-1] & ~is_identity[1:] & (stamps[1:] == stamps[:-1])).any()
-        ):
-            order = np.lexsort((is_identity, stamps))
-            rows = order if rows is None else rows[order]
-            roles, stamps = roles[order], stamps[order]
+    def _apply(self, state: _State, batch: SampleBatch, arranged: _Rows) -> list[Document]:
+        stamps, first_ns, last_ns = arranged.stamps, arranged.first_ns, arranged.last_ns
         known = state.known
         start_clock = state.clock_ns
-        if len(stamps):
-            state.clock_ns = max(state.clock_ns, int(stamps[-1]))
+        if last_ns is not None:
+            state.clock_ns = max(state.clock_ns, last_ns)
         if self._shift_end:
             state.clock_ns = max(state.clock_ns, int(batch.timestamps.max()))
-        of_role = _positions_of_roles(roles, self._roles_used)
         # 1. events: identity changes and shift ends, in row order
-        events, identity = self._identity_events(state, batch, rows, of_role, stamps, known)
+        events, identity = self._identity_events(state, batch, arranged, known)
         if self._shift_end and known and state.clock_ns >= self._next_shift_end(start_clock):
             for shift in self._calendar.ended_between(start_clock, state.clock_ns):
                 position = int(np.searchsorted(stamps, shift.end_ns, side="right"))
@@ -236,13 +216,11 @@ class WorkReportProcessor:
         positions = np.array([e.position for e in events], np.intp)
         segment_parts = np.zeros((len(events) + 1, len(COUNTERS)), np.int64)
         for role in self._counter_roles:
-            mine = of_role[role]
+            mine = arranged.positions[role]
             if len(mine) == 0:
                 continue
             result = counter_deltas(
-                batch.values[mine if rows is None else rows[mine]],
-                state.last_raw[role],
-                self._rollover[role],
+                batch.values[arranged.columns[role]], state.last_raw[role], self._rollover[role]
             )
             state.last_raw[role] = result.last
             if result.resets or result.rollovers:
@@ -258,13 +236,13 @@ class WorkReportProcessor:
             segment_parts[:, role] = np.diff(running[np.concatenate(([0], cuts, [len(mine)]))])
         # 3. walk the segments
         if not state.known:
-            if len(stamps) == 0:
+            if first_ns is None:
                 return []
             state.known = True
             state.identity = identity
-            state.start_ns = int(stamps[0])
+            state.start_ns = first_ns
         documents: list[Document] = []
-        end_ns = int(stamps[-1]) if len(stamps) else state.clock_ns
+        end_ns = last_ns if last_ns is not None else state.clock_ns
         for index, parts in enumerate(segment_parts):
             for role in range(len(COUNTERS)):
                 state.counts[role] += int(parts[role])
@@ -296,29 +274,24 @@ class WorkReportProcessor:
         return self._next_end_ns
 
     def _identity_events(
-        self,
-        state: _State,
-        batch: SampleBatch,
-        rows: NDArray[np.intp] | None,
-        of_role: dict[int, NDArray[np.intp]],
-        stamps: NDArray[np.int64],
-        known: bool,
+        self, state: _State, batch: SampleBatch, arranged: _Rows, known: bool
     ) -> tuple[list[_Event], list[str]]:
         """Identity changes (vectorised compare; only the changes are looked at one by one)."""
         identity = list(state.identity)
+        rows, stamps = arranged.rows, arranged.stamps
         candidates: list[tuple[int, int]] = []  # (position, field)
         for offset in self._identity_fields:
-            mine = of_role[_IDENTITY_ROLE + offset]
-            at = mine if rows is None else rows[mine]
-            if len(at) == 0:
+            role = _IDENTITY_ROLE + offset
+            mine = arranged.positions[role]
+            if len(mine) == 0:
                 continue
-            where = _strided(at)
+            where = arranged.columns[role]
             codes = batch.quality[where]
             if codes.any():
-                good = is_good(codes)
-                mine, at, where = mine[good], at[good], at[good]
+                mine = mine[is_good(codes)]
                 if len(mine) == 0:
                     continue
+                where = mine if rows is None else rows[mine]
             objects = None if self._identity_numeric[offset] else batch.objects
             keys: NDArray[Any] = batch.values[where] if objects is None else objects[where]
             positions = change_positions(keys)
@@ -408,18 +381,89 @@ class WorkReportProcessor:
             self._noticed[kind] = self._noticed.get(kind, 0) + count
 
 
-def _positions_of_roles(roles: NDArray[np.int8], used: list[int]) -> dict[int, NDArray[np.intp]]:
-    """The positions of each role's rows, in time order."""
-    cycle = repeating_cycle(roles, _ROLE_COUNT)
-    if cycle is not None:  # the usual poll: evenly spaced
-        offset = {role: position for position, role in enumerate(cycle)}
-        n, period = len(roles), len(cycle)
-        return {
-            role: np.arange(offset[role], n, period) if role in offset else _NO_ROWS
-            for role in used
-        }
+_MOST_TAGS_PER_POLL = 256
+"""The longest cycle of tags looked for in a batch (the polls of one device, one after another)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """A work report's rows of one batch, in the order in which they are applied."""
+
+    rows: NDArray[np.intp] | None
+    """The batch row at each position; None: positions are batch rows (the batch is in order)."""
+    stamps: NDArray[np.int64]
+    """The timestamp at each position."""
+    positions: dict[int, NDArray[np.intp]]
+    """Per role: its positions, ascending."""
+    columns: dict[int, slice | NDArray[np.intp]]
+    """Per role: its batch rows (a slice when evenly spaced: a view, no copy)."""
+    first_ns: int | None
+    """The timestamp of the first and the last of the work report's rows (None: no rows)."""
+    last_ns: int | None
+
+
+def _arrange(batch: SampleBatch, role_of_tag: NDArray[np.int8], used: list[int]) -> _Rows:
+    """A batch's rows of the work report's roles, in time order; at one timestamp, counter
+    samples before identity samples."""
+    return _arrange_polls(batch, role_of_tag, used) or _arrange_any(batch, role_of_tag, used)
+
+
+def _arrange_polls(
+    batch: SampleBatch, role_of_tag: NDArray[np.int8], used: list[int]
+) -> _Rows | None:
+    """The usual batch, polls of one device in time order (each poll the same tags in the same
+    order), as it is, without moving a row; None for any other batch."""
+    cycle = repeating_cycle(batch.tags, _MOST_TAGS_PER_POLL)
+    if not cycle:
+        return None
+    stamps = batch.timestamps
+    if (stamps[1:] < stamps[:-1]).any():
+        return None
+    n, period = len(batch), len(cycle)
+    ours = [(o, role) for o, role in enumerate(role_of_tag[cycle].tolist()) if role >= 0]
+    if not ours:
+        return None
+    # an identity sample followed by a counter sample of the same timestamp must be swapped
+    following = [*ours[1:], (ours[0][0] + period, ours[0][1])]
+    for (offset, role), (next_offset, next_role) in zip(ours, following, strict=True):
+        if role >= _IDENTITY_ROLE > next_role:
+            before, after = stamps[offset::period], stamps[next_offset::period]
+            if (before[: len(after)] == after).any():
+                return None
+    offsets = {role: o for o, role in ours}
+    last_row = max(o + (n - 1 - o) // period * period for o, _ in ours)
+    return _Rows(
+        None,
+        stamps,
+        {r: np.arange(offsets[r], n, period) if r in offsets else _NO_ROWS for r in used},
+        {r: slice(offsets[r], n, period) if r in offsets else _NO_ROWS for r in used},
+        int(stamps[ours[0][0]]),
+        int(stamps[last_row]),
+    )
+
+
+def _arrange_any(batch: SampleBatch, role_of_tag: NDArray[np.int8], used: list[int]) -> _Rows:
+    roles = role_of_tag[batch.tags]
+    rows = np.flatnonzero(roles >= 0)
+    roles = roles[rows]
+    stamps = batch.timestamps[rows]
+    is_identity = roles >= _IDENTITY_ROLE
+    if len(roles) > 1 and (
+        (stamps[1:] < stamps[:-1]).any()
+        or (is_identity[:-1] & ~is_identity[1:] & (stamps[1:] == stamps[:-1])).any()
+    ):
+        order = np.lexsort((is_identity, stamps))
+        rows, roles, stamps = rows[order], roles[order], stamps[order]
     by_role, bounds = sorted_groups(roles, _ROLE_COUNT)
-    return {role: by_role[bounds[role] : bounds[role + 1]] for role in used}
+    positions = {role: by_role[bounds[role] : bounds[role + 1]] for role in used}
+    return _Rows(
+        rows,
+        stamps,
+        positions,
+        {role: _strided(rows[at]) for role, at in positions.items()},
+        int(stamps[0]) if len(stamps) else None,
+        int(stamps[-1]) if len(stamps) else None,
+    )
 
 
 _NO_ROWS: NDArray[np.intp] = np.empty(0, np.intp)

@@ -105,6 +105,19 @@ def test_container_full_splits_exactly() -> None:
     assert [d.body["good"] for d in docs] == [40]
 
 
+def test_a_later_sample_of_another_tag_does_not_move_the_end_of_a_completion() -> None:
+    proc, table = processor("[order_change, container_full]", ", container_quantity: 100")
+    polls = [poll_batch(table, t, good, 0, "1000", "L1", False) for t, good in ((1, 0), (2, 150))]
+    temperature = [  # the device's temperature, read a second after each poll
+        batch(table, {"M1/Temp": 21.5}, t + 1) for t in (1, 2)
+    ]
+    docs = []
+    for pair in zip(polls, temperature, strict=True):
+        docs += proc.ingest(SampleBatch.concat("M1", list(pair)))
+        proc.commit()
+    assert [(d.body["good"], d.body["end"]) for d in docs] == [(100, "1970-01-01T00:00:02.000Z")]
+
+
 def test_idempotency_keys_are_deterministic_and_distinct() -> None:
     runs = []
     for _ in range(2):
@@ -253,10 +266,12 @@ def production(draw: st.DrawFn) -> list[tuple[float, int, int, str, str, bool]]:
         if event == "count":
             good = (good + draw(st.integers(0, 50))) % 65536
             scrap += draw(st.integers(0, 2))
-        elif event == "order":
+        elif event == "order":  # the last parts of an order are counted in the same poll
             order += 1
+            good = (good + draw(st.integers(0, 5))) % 65536
         elif event == "lot":
             lot += 1
+            good = (good + draw(st.integers(0, 5))) % 65536
         elif event == "reset":
             good, scrap = draw(st.integers(0, 5)), 0
         polls.append((1000.0 + step * 7.5, good, scrap, str(order), f"L{lot}", event == "bad"))
@@ -264,8 +279,17 @@ def production(draw: st.DrawFn) -> list[tuple[float, int, int, str, str, bool]]:
 
 
 def poll_batch(
-    table: Any, stamp: float, good: int, scrap: int, order: str, lot: str, bad: bool
+    table: Any,
+    stamp: float,
+    good: int,
+    scrap: int,
+    order: str,
+    lot: str,
+    bad: bool,
+    layout: tuple[str, ...] = (),
 ) -> Any:
+    """One poll; `layout` names its tags in the order the device sends them (default: the
+    counters, then the identity tags)."""
     values = {
         "M1/Good": good,
         "M1/Scrap": scrap,
@@ -273,8 +297,18 @@ def poll_batch(
         "M1/Operation": "0010",
         "M1/Material": "FG-1",
         "M1/Lot": lot,
+        "M1/Temp": 21.5,
     }
-    return batch(table, values, stamp, {"M1/Good"} if bad else None)
+    names = layout or tuple(values)[:-1]
+    return batch(table, {n: values[n] for n in names}, stamp, {"M1/Good"} if bad else None)
+
+
+# polls that put the identity tags first (at one timestamp the counters still count for the
+# old order) and a tag of no role between them
+_LAYOUTS = [
+    ("M1/Lot", "M1/Order", "M1/Temp", "M1/Operation", "M1/Material", "M1/Good", "M1/Scrap"),
+    ("M1/Good", "M1/Temp", "M1/Scrap", "M1/Order", "M1/Operation", "M1/Material", "M1/Lot"),
+]
 
 
 @settings(max_examples=120, deadline=None)
@@ -315,3 +349,11 @@ def test_poll_by_poll_or_in_any_batches_gives_the_same_documents(
         sparse += third.ingest(SampleBatch.concat("M1", changes[start : start + sizes[0]]))
         third.commit()
     assert [(d.key, dict(d.body)) for d in sparse] == [(d.key, dict(d.body)) for d in expected]
+    for layout in _LAYOUTS:
+        shuffled, _ = processor("[order_change, lot_change, shift_end]")
+        found = []
+        for start in range(0, len(polls), sizes[-1]):
+            chunk = [poll_batch(table, *p, layout) for p in polls[start : start + sizes[-1]]]
+            found += shuffled.ingest(SampleBatch.concat("M1", chunk))
+            shuffled.commit()
+        assert [(d.key, dict(d.body)) for d in found] == [(d.key, dict(d.body)) for d in expected]
