@@ -16,9 +16,18 @@ of the rollover range (4096 parts for a 16-bit counter).
 
 from __future__ import annotations
 
-__all__ = ["CounterDeltas", "counter_deltas", "default_rollover"]
+__all__ = [
+    "CounterDeltas",
+    "CounterSegments",
+    "counter_deltas",
+    "counter_segments",
+    "default_rollover",
+]
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 from numpy.typing import NDArray
@@ -82,3 +91,47 @@ def counter_deltas(
     deltas = np.zeros(n, np.int64)
     deltas[good] = step
     return CounterDeltas(deltas, int(values[-1]), resets, rollovers)
+
+
+@dataclass(frozen=True, slots=True)
+class CounterSegments:
+    """Parts counted per segment of a run of samples, and what the counter did."""
+
+    parts: list[int]
+    last: int | None
+    """The last good raw value (the next call's `previous`)."""
+    resets: int
+    rollovers: int
+
+
+def counter_segments(
+    raw: NDArray[np.float64],
+    previous: int | None,
+    rollover: int | None,
+    cuts: Sequence[int] = (),
+) -> CounterSegments:
+    """Parts counted in each segment ``[0, cuts[0]), [cuts[0], cuts[1]), ..., [cuts[-1], n)`` of
+    `raw` (`cuts` ascending): the sums of :func:`counter_deltas` over the segments.
+
+    The usual run, a counter that never falls, is a telescoping sum: a segment's parts are the
+    difference of the good raw values at its ends, with no per-sample arithmetic.
+    """
+    n = len(raw)
+    ends = [0, *cuts, n]
+    values, good = raw, None
+    if math.isnan(float(raw.sum())):  # a bad sample (NaN) shows in the sum
+        good = raw == raw
+        values = raw[good]
+    if len(values):
+        base = float(values[0]) if previous is None else float(previous)
+        if values[0] >= base and not (values[1:] < values[:-1]).any():
+            # good samples before each end of a segment
+            kept = ends if good is None else [int(np.count_nonzero(good[:end])) for end in ends]
+            counted = [0.0 if k == 0 else float(values[k - 1]) - base for k in kept]
+            parts = [int(b - a) for a, b in pairwise(counted)]
+            return CounterSegments(parts, int(values[-1]), 0, 0)
+    result = counter_deltas(raw, previous, rollover)
+    running = np.concatenate(([0], result.deltas.cumsum()))
+    return CounterSegments(
+        np.diff(running[ends]).tolist(), result.last, result.resets, result.rollovers
+    )

@@ -33,7 +33,7 @@ from gateway.config.processors import Trigger, WorkReportConfig
 from gateway.config.shifts import ShiftCalendarConfig
 from gateway.documents import Document, DocumentKind, idempotency_key
 from gateway.processors.changes import change_positions
-from gateway.processors.counters import counter_deltas, default_rollover
+from gateway.processors.counters import counter_segments, default_rollover
 from gateway.processors.grouping import repeating_cycle, sorted_groups
 from gateway.processors.relevance import Relevance
 from gateway.processors.shifts import ShiftCalendar
@@ -212,28 +212,27 @@ class WorkReportProcessor:
                 position = int(np.searchsorted(stamps, shift.end_ns, side="right"))
                 events.append(_Event(position, shift.end_ns, None, frozenset()))
             events.sort(key=lambda e: (e.position, e.stamp))
-        # 2. parts per counter sample, then per segment between events
-        positions = np.array([e.position for e in events], np.intp)
-        segment_parts = np.zeros((len(events) + 1, len(COUNTERS)), np.int64)
+        # 2. parts per segment between events: a row at an event's position belongs to the
+        # segment after it
+        positions = [e.position for e in events]
+        segment_parts = [[0] * len(COUNTERS) for _ in range(len(events) + 1)]
         for role in self._counter_roles:
             mine = arranged.positions[role]
             if len(mine) == 0:
                 continue
-            result = counter_deltas(
-                batch.values[arranged.columns[role]], state.last_raw[role], self._rollover[role]
+            result = counter_segments(
+                batch.values[arranged.columns[role]],
+                state.last_raw[role],
+                self._rollover[role],
+                np.searchsorted(mine, positions, side="left").tolist() if events else (),
             )
             state.last_raw[role] = result.last
             if result.resets or result.rollovers:
                 self._notice("counter_reset", result.resets)
                 self._notice("counter_rollover", result.rollovers)
                 self._noticed["checkpoint_now"] = 1
-            if not events:
-                segment_parts[0, role] = int(result.deltas.sum())
-                continue
-            # parts per segment: a row at an event's position belongs to the segment after it
-            cuts = np.searchsorted(mine, positions, side="left")
-            running = np.concatenate(([0], result.deltas.cumsum()))
-            segment_parts[:, role] = np.diff(running[np.concatenate(([0], cuts, [len(mine)]))])
+            for parts, counted in zip(segment_parts, result.parts, strict=True):
+                parts[role] = counted
         # 3. walk the segments
         if not state.known:
             if first_ns is None:
@@ -245,7 +244,7 @@ class WorkReportProcessor:
         end_ns = last_ns if last_ns is not None else state.clock_ns
         for index, parts in enumerate(segment_parts):
             for role in range(len(COUNTERS)):
-                state.counts[role] += int(parts[role])
+                state.counts[role] += parts[role]
             if index == len(events):
                 documents += self._fill_containers(state, end_ns)
                 break

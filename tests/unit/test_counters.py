@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.datatypes import DataType
-from gateway.processors.counters import counter_deltas, default_rollover
+from gateway.processors.counters import counter_deltas, counter_segments, default_rollover
 
 NAN = float("nan")
 
@@ -113,3 +115,37 @@ def test_splitting_into_batches_changes_nothing(
         total += int(part.deltas.sum())
         previous = part.last
     assert total == made
+
+
+@st.composite
+def _split(draw: st.DrawFn) -> tuple[list[float], int, int | None, list[int]]:
+    """A counter history, a previous value (None: the first batch) and ascending cuts."""
+    samples, rollover, _ = draw(counter_history())
+    previous = draw(st.none() | st.integers(0, rollover - 1))
+    cuts = sorted(draw(st.lists(st.integers(0, len(samples)), max_size=4)))
+    return samples, rollover, previous, cuts
+
+
+@settings(max_examples=300, deadline=None)
+@given(_split())
+def test_segments_are_the_sums_of_the_deltas_between_the_cuts(
+    case: tuple[list[float], int, int | None, list[int]],
+) -> None:
+    samples, rollover, previous, cuts = case
+    raw = np.array(samples)
+    expected = counter_deltas(raw, previous, rollover)
+    ends = [0, *cuts, len(samples)]
+    sums = [int(expected.deltas[a:b].sum()) for a, b in pairwise(ends)]
+    found = counter_segments(raw, previous, rollover, cuts)
+    assert found.parts == sums
+    assert (found.last, found.resets, found.rollovers) == (
+        expected.last,
+        expected.resets,
+        expected.rollovers,
+    )
+
+
+def test_segments_of_a_counter_that_only_counts_up() -> None:
+    found = counter_segments(np.array([100.0, 103.0, 103.0, 110.0]), 98, 65536, [1, 3])
+    assert found.parts == [2, 3, 7]
+    assert found.last == 110
