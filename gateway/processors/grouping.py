@@ -7,12 +7,15 @@ one stable sort of the keys.
 
 from __future__ import annotations
 
-__all__ = ["repeating_cycle", "sorted_groups"]
+__all__ = ["MOST_TAGS_PER_POLL", "repeating_cycle", "sorted_groups"]
 
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+MOST_TAGS_PER_POLL = 256
+"""The longest cycle of tags looked for in a batch (the polls of one device, one after another)."""
 
 
 def repeating_cycle(keys: NDArray[np.integer[Any]], most: int) -> list[int] | None:

@@ -37,11 +37,13 @@ from gateway.config.processors import (
     SpcConfig,
 )
 from gateway.documents import Document, DocumentKind, idempotency_key
+from gateway.processors.grouping import MOST_TAGS_PER_POLL, repeating_cycle
 from gateway.processors.measurements import RingReader
 from gateway.processors.nelson import RULES
 from gateway.processors.relevance import Relevance
 from gateway.processors.spc import (
     D2,
+    ChartGroup,
     ChartSpec,
     ChartState,
     ChartUpdate,
@@ -252,14 +254,14 @@ class LotQualityProcessor:
         charts = self._charts_committed.copy()
         self._pending = (state, charts)
         good = is_good(batch.quality)
-        chart, values, stamps = self._measurements(state, batch, good)
+        groups = self._measurements(state, batch, good)
         documents: list[Document] = []
-        if len(chart):
-            update = self._charts.ingest(charts, chart, values, stamps)
+        if groups:
+            update = self._charts.ingest_groups(charts, groups)
             if len(update):
                 documents += self._alarms(state, charts, update)
                 if self._with_lots:
-                    self._add_to_lot(state, chart, values, update)
+                    self._add_to_lot(state, groups, update)
         state.readers = [_reader_state(self._rings[i]) for i in sorted(self._rings)]
         order = self._text(batch, self._order_tag, good)
         material = self._text(batch, self._material_tag, good)
@@ -314,46 +316,75 @@ class LotQualityProcessor:
 
     def _measurements(
         self, state: _State, batch: SampleBatch, good: NDArray[np.bool_]
-    ) -> tuple[NDArray[np.intp], NDArray[np.float64], NDArray[np.int64]]:
-        """New measurements: (characteristic, value, timestamp), in time order per one."""
-        charts: list[NDArray[np.intp]] = []
-        values: list[NDArray[np.float64]] = []
-        stamps: list[NDArray[np.int64]] = []
+    ) -> list[ChartGroup]:
+        """New measurements per characteristic, in time order, by characteristic."""
+        groups: list[ChartGroup] = []
         if self._scalar:
-            chart = self._chart_of_tag[batch.tags]
-            valid = chart >= 0
-            valid &= good
-            valid &= batch.values == batch.values  # not NaN
-            values_in, row_ns = batch.values, batch.timestamps
-            if not valid.all():
-                rows = np.flatnonzero(valid)
-                chart, values_in, row_ns = chart[rows], values_in[rows], row_ns[rows]
-            if len(chart):
-                last = np.asarray(state.last_ns, np.int64)
-                fresh = row_ns > last[chart]
-                if not fresh.all():
-                    chart, values_in, row_ns = chart[fresh], values_in[fresh], row_ns[fresh]
-                if len(chart):
-                    np.maximum.at(last, chart, row_ns)
-                    state.last_ns = last.tolist()
-                    if not batch.unique_tags and (row_ns[1:] < row_ns[:-1]).any():
-                        order = np.argsort(row_ns, kind="stable")
-                        chart, values_in, row_ns = chart[order], values_in[order], row_ns[order]
-                    charts.append(chart)
-                    values.append(values_in)
-                    stamps.append(row_ns)
-        stamp = int(batch.timestamps.max()) if len(batch) else batch.received_ns
-        for index, reader in self._rings.items():
-            found = reader.read(batch)
-            if len(found):
-                charts.append(np.full(len(found), index, np.intp))
-                values.append(found)
-                stamps.append(np.full(len(found), stamp, np.int64))
-        if not charts:
-            return np.empty(0, np.intp), np.empty(0), np.empty(0, np.int64)
-        if len(charts) == 1:
-            return charts[0], values[0], stamps[0]
-        return np.concatenate(charts), np.concatenate(values), np.concatenate(stamps)
+            polled = self._polled(state, batch, good)
+            groups = polled if polled is not None else self._scattered(state, batch, good)
+        if self._rings:
+            stamp = int(batch.timestamps.max()) if len(batch) else batch.received_ns
+            for index, reader in self._rings.items():
+                found = reader.read(batch)
+                if len(found):
+                    groups.append((index, found, np.full(len(found), stamp, np.int64)))
+            groups.sort(key=lambda group: group[0])
+        return groups
+
+    def _polled(
+        self, state: _State, batch: SampleBatch, good: NDArray[np.bool_]
+    ) -> list[ChartGroup] | None:
+        """The usual batch, polls of one device (each the same tags in the same order), every
+        measurement good and newer than the one before, read where it lies; None otherwise."""
+        cycle = repeating_cycle(batch.tags, MOST_TAGS_PER_POLL)
+        if not cycle:
+            return None
+        n, period = len(batch), len(cycle)
+        ours = sorted((c, o) for o, c in enumerate(self._chart_of_tag[cycle].tolist()) if c >= 0)
+        values, stamps = batch.values, batch.timestamps
+        if len(ours) == period:  # a device of measurements only: whole columns at once
+            clean = bool(good.all()) and not math.isnan(float(values.sum()))
+        else:  # NaN shows in a sum
+            clean = all(
+                good[o::period].all() and not math.isnan(float(values[o::period].sum()))
+                for _, o in ours
+            )
+        if not clean or (n > period and not (stamps[period:] > stamps[:-period]).all()):
+            return None
+        if any(int(stamps[o]) <= state.last_ns[c] for c, o in ours):
+            return None  # a measurement seen before: the general path drops it
+        for c, o in ours:
+            state.last_ns[c] = int(stamps[o + (n - 1 - o) // period * period])
+        return [(c, values[o::period], stamps[o::period]) for c, o in ours]
+
+    def _scattered(
+        self, state: _State, batch: SampleBatch, good: NDArray[np.bool_]
+    ) -> list[ChartGroup]:
+        """Any other batch: the good measurements newer than their characteristic's last one,
+        each moment once, sorted out by characteristic and time."""
+        chart = self._chart_of_tag[batch.tags]
+        valid = chart >= 0
+        valid &= good
+        valid &= batch.values == batch.values  # not NaN
+        rows = np.flatnonzero(valid)
+        rows = rows[batch.timestamps[rows] > np.asarray(state.last_ns, np.int64)[chart[rows]]]
+        if not len(rows):
+            return []
+        chart, row_ns = chart[rows], batch.timestamps[rows]
+        order = np.lexsort((row_ns, chart))  # stable: of equal moments, the first row stays
+        rows, chart, row_ns = rows[order], chart[order], row_ns[order]
+        repeated = (chart[1:] == chart[:-1]) & (row_ns[1:] == row_ns[:-1])
+        if repeated.any():
+            keep = np.concatenate(([True], ~repeated))
+            rows, chart, row_ns = rows[keep], chart[keep], row_ns[keep]
+        values = batch.values[rows]
+        firsts = [0, *(np.flatnonzero(chart[1:] != chart[:-1]) + 1).tolist()]
+        groups: list[ChartGroup] = []
+        for first, end in zip(firsts, [*firsts[1:], len(rows)], strict=True):
+            c = int(chart[first])
+            state.last_ns[c] = int(row_ns[end - 1])
+            groups.append((c, values[first:end], row_ns[first:end]))
+        return groups
 
     def _alarms(self, state: _State, charts: ChartState, update: ChartUpdate) -> list[Document]:
         starts = update.starts & self._alarm_mask[update.chart]
@@ -426,23 +457,16 @@ class LotQualityProcessor:
             "idempotency_key": "",
         }
 
-    def _add_to_lot(
-        self,
-        state: _State,
-        chart: NDArray[np.intp],
-        values: NDArray[np.float64],
-        update: ChartUpdate,
-    ) -> None:
+    def _add_to_lot(self, state: _State, groups: list[ChartGroup], update: ChartUpdate) -> None:
         violations = np.zeros((len(self._specs), 8), np.int64)
         flagged = np.flatnonzero(update.bits)
         if len(flagged):
             per_rule = ((update.bits[flagged, None] >> _SHIFTS) & 1).astype(np.int64)
             np.add.at(violations, update.chart[flagged], per_rule)
+        for c, values, _ in groups:
+            state.sums[c].add(values, self._specs[c].lsl, self._specs[c].usl)
         for c, spec in enumerate(self._specs):
             sums = state.sums[c]
-            mine = chart == c
-            if mine.any():
-                sums.add(values[mine], spec.lsl, spec.usl)
             if spec.subgroup > 1:
                 ranges = update.ranges[update.chart == c]
                 sums.range_sum += float(ranges.sum())

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 __all__ = [
     "D2",
+    "ChartGroup",
     "ChartSpec",
     "ChartState",
     "ChartUpdate",
@@ -28,6 +29,7 @@ __all__ = [
     "SpcAnalysis",
     "analyze",
     "capability",
+    "per_chart",
 ]
 
 import math
@@ -327,9 +329,13 @@ class ChartUpdate:
 _EMPTY_UPDATE_F = np.empty(0, np.float64)
 
 
-def _per_chart(
+ChartGroup = tuple[int, NDArray[np.float64], NDArray[np.int64]]
+"""One chart's new measurements: (chart, values, timestamps), in time order."""
+
+
+def per_chart(
     chart: NDArray[np.intp], values: NDArray[np.float64], stamps: NDArray[np.int64], count: int
-) -> list[tuple[int, NDArray[np.float64], NDArray[np.int64]]]:
+) -> list[ChartGroup]:
     """Each chart's measurements (in their order), by chart number."""
     cycle = repeating_cycle(chart, count)
     if cycle is not None:  # strided views
@@ -364,7 +370,10 @@ class ControlCharts:
         stamps: NDArray[np.int64],
     ) -> ChartUpdate:
         """Add measurements (in time order per chart) to `state`; returns the new points."""
-        count = len(self.specs)
+        return self.ingest_groups(state, per_chart(chart, values, stamps, len(self.specs)))
+
+    def ingest_groups(self, state: ChartState, groups: Sequence[ChartGroup]) -> ChartUpdate:
+        """:meth:`ingest` with the measurements already grouped by chart, in chart order."""
         # 1. plotted points per chart (subgroup means), baselines and limits
         present: list[int] = []
         sizes: list[int] = []
@@ -375,7 +384,6 @@ class ControlCharts:
         stamp_parts: list[NDArray[np.int64]] = []
         range_parts: list[NDArray[np.float64]] = []
         eval_parts: list[NDArray[np.bool_] | None] = []
-        groups = _per_chart(chart, values, stamps, count)
         plotted = self._plotted_points(state, groups)
         for c, _, _ in groups:
             points, point_ns, ranges = plotted[c]
@@ -474,7 +482,7 @@ class ControlCharts:
     def _plotted_points(
         self,
         state: ChartState,
-        groups: list[tuple[int, NDArray[np.float64], NDArray[np.int64]]],
+        groups: Sequence[ChartGroup],
     ) -> dict[int, tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.float64]]]:
         """Per chart: its new plotted points, their timestamps and subgroup ranges.
 
@@ -483,7 +491,7 @@ class ControlCharts:
         """
         plotted: dict[int, tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.float64]]]
         plotted = {}
-        by_size: dict[int, list[tuple[int, NDArray[np.float64], NDArray[np.int64]]]] = {}
+        by_size: dict[int, list[ChartGroup]] = {}
         for c, values, stamps in groups:
             k = self.specs[c].subgroup
             if k == 1:
@@ -500,7 +508,7 @@ class ControlCharts:
         self,
         state: ChartState,
         k: int,
-        members: list[tuple[int, NDArray[np.float64], NDArray[np.int64]]],
+        members: list[ChartGroup],
     ) -> dict[int, tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.float64]]]:
         """Means and ranges of the complete subgroups of charts of subgroup size k; the values
         of an incomplete last subgroup wait in the chart's `pending` list."""

@@ -34,7 +34,7 @@ from gateway.config.shifts import ShiftCalendarConfig
 from gateway.documents import Document, DocumentKind, idempotency_key
 from gateway.processors.changes import change_positions
 from gateway.processors.counters import counter_segments, default_rollover
-from gateway.processors.grouping import repeating_cycle, sorted_groups
+from gateway.processors.grouping import MOST_TAGS_PER_POLL, repeating_cycle, sorted_groups
 from gateway.processors.relevance import Relevance
 from gateway.processors.shifts import ShiftCalendar
 from gateway.processors.timefmt import iso_utc
@@ -380,10 +380,6 @@ class WorkReportProcessor:
             self._noticed[kind] = self._noticed.get(kind, 0) + count
 
 
-_MOST_TAGS_PER_POLL = 256
-"""The longest cycle of tags looked for in a batch (the polls of one device, one after another)."""
-
-
 @dataclass(frozen=True, slots=True)
 class _Rows:
     """A work report's rows of one batch, in the order in which they are applied."""
@@ -412,7 +408,7 @@ def _arrange_polls(
 ) -> _Rows | None:
     """The usual batch, polls of one device in time order (each poll the same tags in the same
     order), as it is, without moving a row; None for any other batch."""
-    cycle = repeating_cycle(batch.tags, _MOST_TAGS_PER_POLL)
+    cycle = repeating_cycle(batch.tags, MOST_TAGS_PER_POLL)
     if not cycle:
         return None
     stamps = batch.timestamps

@@ -7,6 +7,8 @@ import statistics
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.batch import SampleBatch
 from gateway.documents import KINDS, Document
@@ -192,3 +194,59 @@ def test_baseline_limits_and_restart_keep_the_chart() -> None:
     docs = [d.body for d in feed(again, table, [10.4 + 3 / 1.128 + 0.01], start=5)]
     assert [(d["rule"], d["point"]) for d in docs] == [(1, 5)]
     assert docs[0]["cl"] == pytest.approx(10.4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 12), st.booleans())
+def test_polls_one_by_one_in_runs_or_scattered_raise_the_same_alarms(
+    seed: int, chunk: int, with_lot: bool
+) -> None:
+    """Whether the polls of a device come one by one, in runs (the rows cycling through the
+    tags), scattered with stale and bad rows among them, or twice, the charts see the same
+    points."""
+    config = machine_config(
+        "[{type: spc, machine: M1, characteristics: ["
+        "{name: t, values: M1/Temp, baseline: 5}, "
+        "{name: g, values: M1/Good, subgroup: 2, baseline: 4}, "
+        "{name: s, values: M1/Seq, subgroup: 5, baseline: 3}]}]"
+    )
+    table = table_of(config)
+    rng = np.random.default_rng(seed)
+    drift = np.linspace(0, 3, 80)
+    polls: list[dict[str, object]] = [
+        {
+            "M1/Temp": round(float(rng.normal(20, 1) + drift[i]), 2),
+            "M1/Good": round(float(rng.normal(100, 2) - drift[i]), 2),
+            "M1/Seq": round(float(rng.normal(5, 0.5)), 2),
+            **({"M1/Lot": "L1"} if with_lot else {}),
+        }
+        for i in range(80)
+    ]
+    single = [  # now and then the thermometer does not answer
+        batch(table, values, i + 1, bad={"M1/Temp"} if i % 13 == 7 else None)
+        for i, values in enumerate(polls)
+    ]
+    runs = [SampleBatch.concat("M1", single[i : i + chunk]) for i in range(0, 80, chunk)]
+    scattered = []
+    for i in range(0, 80, chunk):
+        extra = [batch(table, {"M1/Temp": 999.0}, i + 0.5, bad={"M1/Temp"})]  # bad
+        if i:
+            extra.append(batch(table, {"M1/Temp": 999.0}, 1))  # older than the last: stale
+        rows = SampleBatch.concat("M1", [*single[i : i + chunk], *extra])
+        scattered.append(rows.select(rng.permutation(len(rows))))
+
+    def alarms(batches: list[SampleBatch]) -> list[tuple[str, dict[str, object]]]:
+        proc = LotQualityProcessor(config.processors[0], table, "gw1")  # type: ignore[arg-type]
+        docs = []
+        for one in batches:
+            docs += proc.ingest(one)
+            proc.commit()
+        return sorted((d.key, dict(d.body)) for d in docs)
+
+    # a poll delivered twice (say, again after a reconnect), alone or within one batch
+    repeated = [again for one in single for again in (one, one)]
+    doubled = [SampleBatch.concat("M1", [run, run]) for run in runs]
+    expected = alarms(single)
+    assert expected  # the drift raises alarms
+    for other in (runs, scattered, repeated, doubled):
+        assert alarms(other) == expected
