@@ -13,8 +13,10 @@ latest one seen in any batch), never the wall clock, so a replay of recorded dat
 documents. A segment with an empty order number collects parts made without an order: they are
 counted in a warning metric and not reported to ERP.
 
-The hot path is vectorised: counter deltas and their attribution to segments are array
-operations, identity tags are compared as arrays and only their changes are looked at one by one.
+The hot path is vectorised: polls of one device are read where they lie (strided views), a
+counter's parts per segment are a telescoping sum of its values (per-sample deltas only after a
+reset or rollover), identity tags are compared as arrays and only their changes are looked at one
+by one.
 """
 
 from __future__ import annotations
