@@ -7,7 +7,7 @@ one stable sort of the keys.
 
 from __future__ import annotations
 
-__all__ = ["MOST_TAGS_PER_POLL", "repeating_cycle", "sorted_groups"]
+__all__ = ["MOST_TAGS_PER_POLL", "repeating_cycle", "sorted_groups", "time_order"]
 
 from typing import Any
 
@@ -41,3 +41,19 @@ def sorted_groups(keys: NDArray[np.integer[Any]], count: int) -> tuple[NDArray[n
     order = np.argsort(narrow, kind="stable")  # a radix sort for 8- and 16-bit keys
     bounds = np.concatenate(([0], np.cumsum(np.bincount(keys, minlength=count)))).tolist()
     return order, bounds
+
+
+def time_order(
+    stamps: NDArray[np.int64], last_at_a_moment: NDArray[np.bool_]
+) -> NDArray[np.intp] | None:
+    """The stable order of rows by time in which, at one moment, the `last_at_a_moment` rows
+    (a new order, a state change) come after the others (the counters that still belong to
+    what was before); None when the rows are in that order already."""
+    late = last_at_a_moment
+    if len(stamps) > 1 and (
+        (stamps[1:] < stamps[:-1]).any()
+        or (late[:-1] & ~late[1:] & (stamps[1:] == stamps[:-1])).any()
+    ):
+        order: NDArray[np.intp] = np.lexsort((late, stamps))
+        return order
+    return None

@@ -45,6 +45,7 @@ from gateway.config.shifts import ShiftCalendarConfig
 from gateway.documents import Document, DocumentKind, idempotency_key
 from gateway.processors.changes import change_positions
 from gateway.processors.counters import counter_deltas, default_rollover
+from gateway.processors.grouping import time_order
 from gateway.processors.relevance import Relevance
 from gateway.processors.shifts import ShiftCalendar
 from gateway.processors.timefmt import iso_utc
@@ -247,12 +248,8 @@ class OeeProcessor:
         self, state: _State, batch: SampleBatch, rows: NDArray[np.intp], roles: NDArray[np.int8]
     ) -> list[Document]:
         stamps = batch.timestamps[rows]
-        is_event = roles >= _STATE
-        if len(rows) > 1 and (
-            (stamps[1:] < stamps[:-1]).any()
-            or (is_event[:-1] & ~is_event[1:] & (stamps[1:] == stamps[:-1])).any()
-        ):
-            order = np.lexsort((is_event, stamps))
+        order = time_order(stamps, roles >= _STATE)
+        if order is not None:
             rows, roles, stamps = rows[order], roles[order], stamps[order]
         end = max(state.clock_ns, int(batch.timestamps.max()))
         documents: list[Document] = []

@@ -36,7 +36,12 @@ from gateway.config.shifts import ShiftCalendarConfig
 from gateway.documents import Document, DocumentKind, idempotency_key
 from gateway.processors.changes import change_positions
 from gateway.processors.counters import counter_segments, default_rollover
-from gateway.processors.grouping import MOST_TAGS_PER_POLL, repeating_cycle, sorted_groups
+from gateway.processors.grouping import (
+    MOST_TAGS_PER_POLL,
+    repeating_cycle,
+    sorted_groups,
+    time_order,
+)
 from gateway.processors.relevance import Relevance
 from gateway.processors.shifts import ShiftCalendar
 from gateway.processors.timefmt import iso_utc
@@ -444,12 +449,8 @@ def _arrange_any(batch: SampleBatch, role_of_tag: NDArray[np.int8], used: list[i
     rows = np.flatnonzero(roles >= 0)
     roles = roles[rows]
     stamps = batch.timestamps[rows]
-    is_identity = roles >= _IDENTITY_ROLE
-    if len(roles) > 1 and (
-        (stamps[1:] < stamps[:-1]).any()
-        or (is_identity[:-1] & ~is_identity[1:] & (stamps[1:] == stamps[:-1])).any()
-    ):
-        order = np.lexsort((is_identity, stamps))
+    order = time_order(stamps, roles >= _IDENTITY_ROLE)
+    if order is not None:
         rows, roles, stamps = rows[order], roles[order], stamps[order]
     by_role, bounds = sorted_groups(roles, _ROLE_COUNT)
     positions = {role: by_role[bounds[role] : bounds[role + 1]] for role in used}
