@@ -29,7 +29,6 @@ __all__ = [
     "SpcAnalysis",
     "analyze",
     "capability",
-    "per_chart",
 ]
 
 import math
@@ -331,9 +330,11 @@ _EMPTY_UPDATE_F = np.empty(0, np.float64)
 
 ChartGroup = tuple[int, NDArray[np.float64], NDArray[np.int64]]
 """One chart's new measurements: (chart, values, timestamps), in time order."""
+_Plotted = dict[int, tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.float64]]]
+"""Per chart: its new plotted points, their timestamps and their subgroup ranges."""
 
 
-def per_chart(
+def _per_chart(
     chart: NDArray[np.intp], values: NDArray[np.float64], stamps: NDArray[np.int64], count: int
 ) -> list[ChartGroup]:
     """Each chart's measurements (in their order), by chart number."""
@@ -370,7 +371,7 @@ class ControlCharts:
         stamps: NDArray[np.int64],
     ) -> ChartUpdate:
         """Add measurements (in time order per chart) to `state`; returns the new points."""
-        return self.ingest_groups(state, per_chart(chart, values, stamps, len(self.specs)))
+        return self.ingest_groups(state, _per_chart(chart, values, stamps, len(self.specs)))
 
     def ingest_groups(self, state: ChartState, groups: Sequence[ChartGroup]) -> ChartUpdate:
         """:meth:`ingest` with the measurements already grouped by chart, in chart order."""
@@ -483,14 +484,13 @@ class ControlCharts:
         self,
         state: ChartState,
         groups: Sequence[ChartGroup],
-    ) -> dict[int, tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.float64]]]:
+    ) -> _Plotted:
         """Per chart: its new plotted points, their timestamps and subgroup ranges.
 
         Individuals plot the values as they are. The subgroups of all charts with one subgroup
         size k > 1 are reduced together, in one pass over their joined complete subgroups.
         """
-        plotted: dict[int, tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.float64]]]
-        plotted = {}
+        plotted: _Plotted = {}
         by_size: dict[int, list[ChartGroup]] = {}
         for c, values, stamps in groups:
             k = self.specs[c].subgroup
@@ -509,7 +509,7 @@ class ControlCharts:
         state: ChartState,
         k: int,
         members: list[ChartGroup],
-    ) -> dict[int, tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.float64]]]:
+    ) -> _Plotted:
         """Means and ranges of the complete subgroups of charts of subgroup size k; the values
         of an incomplete last subgroup wait in the chart's `pending` list."""
         complete: list[NDArray[np.float64]] = []
@@ -519,13 +519,13 @@ class ControlCharts:
             pending = state.pending[c]
             carried = len(pending)
             data = np.concatenate((np.array(pending, np.float64), values)) if carried else values
-            groups = len(data) // k
-            used = groups * k
+            count = len(data) // k
+            used = count * k
             state.pending[c] = data[used:].tolist()
             complete.append(data[:used])
-            counts.append(groups)
+            counts.append(count)
             # each subgroup's last value is a new one (fewer than k values are carried)
-            point_stamps.append(stamps[k - 1 - carried :: k][:groups])
+            point_stamps.append(stamps[k - 1 - carried :: k][:count])
         data = np.concatenate(complete) if len(complete) > 1 else complete[0]
         used = len(data)
         # column-wise over the k members: faster than reducing rows of length k, and the sum
@@ -540,11 +540,11 @@ class ControlCharts:
             np.minimum(low, column, out=low)
         means = total / k
         ranges = high - low
-        out = {}
+        out: _Plotted = {}
         first = 0
-        for (c, _, _), groups, stamps in zip(members, counts, point_stamps, strict=True):
-            out[c] = (means[first : first + groups], stamps, ranges[first : first + groups])
-            first += groups
+        for (c, _, _), count, stamps in zip(members, counts, point_stamps, strict=True):
+            out[c] = (means[first : first + count], stamps, ranges[first : first + count])
+            first += count
         return out
 
     def _baseline(
